@@ -1,0 +1,1160 @@
+"""Reverse-mode automatic differentiation over NumPy arrays, with the operations BERT needs.
+
+A Tensor wraps a NumPy array. Every operation on tensors that require gradients
+records, in the result, its parent tensors and a closure that turns the result's
+gradient into gradients for the parents. `loss.backward()` sorts the recorded graph
+topologically and runs those closures from the loss back to the leaves, so each
+parameter ends up with `.grad` = d loss / d parameter (reverse-mode differentiation,
+the "backpropagation" of neural-network training).
+
+Each operation below reads top to bottom: compute `out`, then the backward closure
+for exactly that computation, then return. Fused operations (linear, softmax,
+log-softmax with cross-entropy, layer norm, GELU, embedding) are one graph node each,
+with a hand-derived backward that reuses what the forward pass cached.
+
+Imports: NumPy and the Python standard library only, so this file can be copied alone
+into another project.
+
+Use:
+    import autograd as ag
+    w = ag.Tensor(np.random.randn(3, 2), requires_grad=True)
+    loss = (ag.Tensor(x) @ w).relu().sum()
+    loss.backward()                     # w.grad now holds d loss / d w
+    python autograd.py                  # prints a small graph's values and gradients
+
+Formulas follow the papers the BERT code uses: GELU(x) = x * Phi(x) with the exact
+normal CDF Phi(x) = (1 + erf(x / sqrt(2))) / 2 ("Gaussian Error Linear Units",
+Hendrycks and Gimpel), layer normalization over the last axis ("Layer
+Normalization", Ba, Kiros and Hinton) and inverted dropout ("Dropout", Srivastava
+et al.).
+
+Shape legend: B batch, T sequence length, C hidden size, H heads, D = C // H head
+size, V vocabulary, I intermediate size, N rows of a 2-D view such as B * T.
+
+Limitations:
+- CPU and NumPy only; no GPU and no multi-threading beyond what the BLAS library does.
+- Gradients are first order: backward closures run on plain arrays, so a gradient of
+  a gradient cannot be taken.
+- Exponents of `**` are Python numbers, not tensors.
+- erf on float32 uses a rational approximation (a few float32 ulps of error);
+  on float64 it calls math.erf per element, exact but slow, meant for gradient checks.
+- softmax of a row that is entirely -inf returns NaN, as in PyTorch: fill masked
+  positions with a large finite negative number (for example -1e9) instead.
+- Integer-array indexing that combines several index arrays falls back to
+  np.add.at in backward, which is exact but slow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "Tensor",
+    "no_grad",
+    "is_grad_enabled",
+    "concatenate",
+    "linear",
+    "cross_entropy",
+    "layer_norm",
+    "gelu",
+    "erf",
+    "softmax",
+    "log_softmax",
+    "dropout",
+    "manual_seed",
+    "embedding",
+    "masked_fill",
+]
+
+_grad_enabled = True
+
+
+class no_grad:
+    """Context manager under which operations record no graph (for evaluation)."""
+
+    def __enter__(self) -> "no_grad":
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+
+def is_grad_enabled() -> bool:
+    """Return whether operations currently record a graph for backward()."""
+    return _grad_enabled
+
+
+def _freed_backward(grad):
+    # Stands in for a node's backward closure once backward() has freed the graph.
+    # _topological_order() detects it and raises before any gradient is touched.
+    raise RuntimeError("internal error: a freed graph node was run")
+
+
+# ---------------------------------------------------------------- the Tensor
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    `Tensor(data, requires_grad=False, dtype=None)` wraps `data` without copying
+    when it already is an ndarray of the final dtype. Floating-point data becomes
+    float32 unless `dtype` is given (float64 is meant for gradient checks); integer
+    and boolean data keep their dtype and cannot require gradients.
+
+    Gradient accumulation: backward() adds (`+=`) every gradient that reaches a
+    tensor into its `.grad`, it never overwrites it. A tensor used twice, as in
+    `x * x` or a weight shared by two layers, influences the loss along two paths,
+    and by the multivariable chain rule its total derivative is the sum of the
+    derivatives along each path. The same rule makes `.grad` of a leaf keep
+    growing over several backward() calls until the caller resets it to None.
+    Each tensor owns its gradient array: no two tensors share one.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward")
+
+    # Makes NumPy return NotImplemented for `ndarray + Tensor`, so Python calls
+    # Tensor.__radd__ and the result stays a Tensor on the graph.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if dtype is not None:
+            array = np.asarray(data, dtype=dtype)
+        else:
+            array = np.asarray(data)
+            if array.dtype.kind == "f" and array.dtype != np.float32:
+                array = array.astype(np.float32)
+        if requires_grad and array.dtype.kind != "f":
+            raise ValueError(
+                f"requires_grad=True needs floating-point data, got dtype {array.dtype}; "
+                "pass dtype=np.float32"
+            )
+        self.data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def numpy(self) -> np.ndarray:
+        """Return the underlying array (shared, not a copy)."""
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """Return a tensor on the same data that is cut off from the graph."""
+        return Tensor(self.data, dtype=self.data.dtype)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        dtype = "" if self.data.dtype == np.float32 else f", dtype={self.data.dtype}"
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({body}{dtype}{grad})"
+
+    # ------------------------------------------------------------ backward
+
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d self / d leaf into `.grad` of every leaf that requires grad.
+
+        `grad` is the upstream gradient d loss / d self; it defaults to 1 for a
+        tensor with one element. Intermediate gradients are dropped as soon as they
+        have been used. Unless `retain_graph` is True the graph is freed afterwards,
+        so a second backward() through it raises RuntimeError.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() was called on a tensor that does not require grad, "
+                "so no graph leads to it; create the leaves with requires_grad=True."
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(
+                    f"backward() without grad works only on a tensor with one element, "
+                    f"but this one has shape {self.shape}; pass grad= of that shape."
+                )
+            grad = np.ones(self.shape, dtype=self.dtype)
+        else:
+            grad = np.array(grad.data if isinstance(grad, Tensor) else grad,
+                            dtype=self.dtype, copy=True)
+            if grad.shape != self.shape:
+                raise ValueError(
+                    f"backward() got grad of shape {grad.shape} for a tensor of shape "
+                    f"{self.shape}; the two shapes must be equal."
+                )
+
+        order = _topological_order(self)
+        _accumulate(self, grad, owned=True)
+        for node in reversed(order):
+            backward = node._backward
+            if backward is None:
+                continue  # a leaf: keep its .grad
+            grad = node.grad
+            node.grad = None  # intermediate gradients are freed once used
+            if grad is not None:
+                backward(grad)
+            if not retain_graph:
+                node._parents = ()
+                node._backward = _freed_backward
+
+    # ------------------------------------------------------------ arithmetic
+
+    def __add__(self, other) -> "Tensor":
+        a, b = self, _as_tensor(other, self)
+        out = _result(_broadcast_op(np.add, a, b, "+"), (a, b))
+
+        def _backward(g):
+            ga = _unbroadcast(g, a.shape) if a.requires_grad else None
+            if ga is not None:
+                _accumulate(a, ga, owned=True)
+            if b.requires_grad:
+                gb = _unbroadcast(g, b.shape)
+                _accumulate(b, gb, owned=gb is not ga)
+
+        return _record(out, _backward)
+
+    def __radd__(self, other) -> "Tensor":
+        return self + other
+
+    def __sub__(self, other) -> "Tensor":
+        a, b = self, _as_tensor(other, self)
+        out = _result(_broadcast_op(np.subtract, a, b, "-"), (a, b))
+
+        def _backward(g):
+            if b.requires_grad:
+                gb = -_unbroadcast(g, b.shape)
+                _accumulate(b, gb, owned=True)
+            if a.requires_grad:
+                _accumulate(a, _unbroadcast(g, a.shape), owned=True)
+
+        return _record(out, _backward)
+
+    def __rsub__(self, other) -> "Tensor":
+        return _as_tensor(other, self) - self
+
+    def __mul__(self, other) -> "Tensor":
+        a, b = self, _as_tensor(other, self)
+        out = _result(_broadcast_op(np.multiply, a, b, "*"), (a, b))
+
+        def _backward(g):
+            if a.requires_grad:
+                _accumulate(a, _unbroadcast(g * b.data, a.shape), owned=True)
+            if b.requires_grad:
+                # g is not needed any more, so its buffer takes d out / d b.
+                gb = np.multiply(g, a.data, out=g)
+                _accumulate(b, _unbroadcast(gb, b.shape), owned=True)
+
+        return _record(out, _backward)
+
+    def __rmul__(self, other) -> "Tensor":
+        return self * other
+
+    def __truediv__(self, other) -> "Tensor":
+        a, b = self, _as_tensor(other, self)
+        out = _result(_broadcast_op(np.true_divide, a, b, "/"), (a, b))
+        out_data = out.data
+
+        def _backward(g):
+            ga = g / b.data  # d out / d a = 1 / b
+            if b.requires_grad:
+                # d out / d b = -a / b**2 = -(1 / b) * out
+                gb = np.negative(ga * out_data)
+                _accumulate(b, _unbroadcast(gb, b.shape), owned=True)
+            if a.requires_grad:
+                _accumulate(a, _unbroadcast(ga, a.shape), owned=True)
+
+        return _record(out, _backward)
+
+    def __rtruediv__(self, other) -> "Tensor":
+        return _as_tensor(other, self) / self
+
+    def __neg__(self) -> "Tensor":
+        a = self
+        out = _result(np.negative(a.data), (a,))
+
+        def _backward(g):
+            _accumulate(a, np.negative(g, out=g), owned=True)
+
+        return _record(out, _backward)
+
+    def __pow__(self, exponent) -> "Tensor":
+        if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+            raise TypeError(
+                f"** supports Python number exponents only, got {type(exponent).__name__}"
+            )
+        a = self
+        if isinstance(exponent, np.generic):
+            # A NumPy scalar such as np.float64(2.0) would promote float32 to float64;
+            # a Python number adopts the array's dtype.
+            exponent = exponent.item()
+        out = _result(a.data ** exponent, (a,))
+
+        def _backward(g):
+            # d a**p / d a = p * a**(p - 1)
+            np.multiply(g, exponent * a.data ** (exponent - 1), out=g)
+            _accumulate(a, g, owned=True)
+
+        return _record(out, _backward)
+
+    def __matmul__(self, other) -> "Tensor":
+        return self.matmul(other)
+
+    def __rmatmul__(self, other) -> "Tensor":
+        return _as_tensor(other, self).matmul(self)
+
+    def matmul(self, other) -> "Tensor":
+        """Matrix product with NumPy's rules: batched, broadcast leading axes, 1-D operands."""
+        a, b = self, _as_tensor(other, self)
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(
+                f"matmul shapes {a.shape} and {b.shape} are incompatible: the last axis "
+                "of the first must equal the second-to-last axis of the second"
+            )
+        if b.ndim == 2 and a.ndim > 2:
+            # (..., K) @ (K, N) as one 2-D product, which BLAS runs faster than a loop
+            # over the leading axes.
+            out_data = (a.data.reshape(-1, a.shape[-1]) @ b.data).reshape(
+                a.shape[:-1] + (b.shape[1],))
+        else:
+            try:
+                out_data = np.matmul(a.data, b.data)
+            except ValueError:
+                raise ValueError(
+                    f"matmul shapes {a.shape} and {b.shape} are incompatible: their "
+                    "leading (batch) axes cannot be broadcast together"
+                ) from None
+        out = _result(out_data, (a, b))
+
+        def _backward(g):
+            if b.ndim == 2 and a.ndim > 2:
+                g2 = g.reshape(-1, g.shape[-1])
+                if a.requires_grad:
+                    _accumulate(a, (g2 @ b.data.T).reshape(a.shape), owned=True)
+                if b.requires_grad:
+                    a2 = a.data.reshape(-1, a.shape[-1])
+                    _accumulate(b, a2.T @ g2, owned=True)
+                return
+            # A 1-D operand acts as a matrix with one row (first) or one column
+            # (second), as in np.matmul; its gradient is reshaped back at the end.
+            a_data = a.data[None, :] if a.ndim == 1 else a.data
+            b_data = b.data[:, None] if b.ndim == 1 else b.data
+            batch = np.broadcast_shapes(a_data.shape[:-2], b_data.shape[:-2])
+            g = g.reshape(batch + (a_data.shape[-2], b_data.shape[-1]))
+            if a.requires_grad:
+                ga = np.matmul(g, np.swapaxes(b_data, -1, -2))
+                _accumulate(a, _unbroadcast(ga, a_data.shape).reshape(a.shape), owned=True)
+            if b.requires_grad:
+                gb = np.matmul(np.swapaxes(a_data, -1, -2), g)
+                _accumulate(b, _unbroadcast(gb, b_data.shape).reshape(b.shape), owned=True)
+
+        return _record(out, _backward)
+
+    # ------------------------------------------------------------ reductions
+
+    def sum(self, axis=None, keepdims: bool = False) -> "Tensor":
+        a = self
+        out = _result(np.sum(a.data, axis=axis, keepdims=keepdims), (a,))
+        axes = _normalize_axes(axis, a.ndim)
+
+        def _backward(g):
+            if not keepdims:
+                g = np.expand_dims(g, axes)
+            ga = np.empty(a.shape, dtype=a.dtype)
+            np.copyto(ga, g)  # broadcasts g over the summed axes
+            _accumulate(a, ga, owned=True)
+
+        return _record(out, _backward)
+
+    def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
+        a = self
+        out = _result(np.mean(a.data, axis=axis, keepdims=keepdims), (a,))
+        axes = _normalize_axes(axis, a.ndim)
+        count = math.prod(a.shape[i] for i in axes)
+
+        def _backward(g):
+            if not keepdims:
+                g = np.expand_dims(g, axes)
+            ga = np.empty(a.shape, dtype=a.dtype)
+            np.multiply(g, 1.0 / count, out=ga)
+            _accumulate(a, ga, owned=True)
+
+        return _record(out, _backward)
+
+    def max(self, axis=None, keepdims: bool = False) -> "Tensor":
+        """Maximum over axes. Tied maxima share the gradient equally, as torch.amax does."""
+        a = self
+        out = _result(np.max(a.data, axis=axis, keepdims=keepdims), (a,))
+        axes = _normalize_axes(axis, a.ndim)
+        out_data = out.data
+
+        def _backward(g):
+            peak = out_data if keepdims else np.expand_dims(out_data, axes)
+            if not keepdims:
+                g = np.expand_dims(g, axes)
+            is_max = a.data == peak
+            ties = np.sum(is_max, axis=axes, keepdims=True).astype(a.dtype)
+            ga = np.multiply(is_max, g / ties, dtype=a.dtype)
+            _accumulate(a, ga, owned=True)
+
+        return _record(out, _backward)
+
+    # ------------------------------------------------------------ shape
+
+    def reshape(self, *shape) -> "Tensor":
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        a = self
+        try:
+            out_data = a.data.reshape(shape)
+        except ValueError:
+            raise ValueError(
+                f"cannot reshape a tensor of shape {a.shape} ({a.size} elements) "
+                f"into shape {shape}"
+            ) from None
+        out = _result(out_data, (a,))
+
+        def _backward(g):
+            _accumulate(a, g.reshape(a.shape), owned=True)
+
+        return _record(out, _backward)
+
+    def view(self, *shape) -> "Tensor":
+        return self.reshape(*shape)
+
+    def transpose(self, dim0: int, dim1: int) -> "Tensor":
+        """Swap two axes, as torch.transpose does (not NumPy's full reversal)."""
+        a = self
+        out = _result(np.swapaxes(a.data, dim0, dim1), (a,))
+
+        def _backward(g):
+            _accumulate(a, np.swapaxes(g, dim0, dim1), owned=True)
+
+        return _record(out, _backward)
+
+    def permute(self, *dims) -> "Tensor":
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        a = self
+        out = _result(np.transpose(a.data, dims), (a,))
+        inverse = tuple(np.argsort(dims))
+
+        def _backward(g):
+            _accumulate(a, np.transpose(g, inverse), owned=True)
+
+        return _record(out, _backward)
+
+    @property
+    def T(self) -> "Tensor":
+        """Reverse all axes: the matrix transpose for a 2-D tensor."""
+        return self.permute(tuple(range(self.ndim - 1, -1, -1)))
+
+    def __getitem__(self, index) -> "Tensor":
+        """Basic slicing, boolean masks and integer-array indexing, as NumPy does them.
+
+        Integer arrays may repeat an index; backward then adds up the gradients of
+        every copy.
+        """
+        index = _unwrap_index(index)
+        a = self
+        out = _result(a.data[index], (a,))
+        advanced = _has_integer_array(index)
+
+        def _backward(g):
+            if not advanced:
+                # Basic slices and boolean masks select each element at most once.
+                _accumulate_into_index(a, index, g)
+            elif isinstance(index, np.ndarray):
+                # One integer array selects whole rows of axis 0.
+                rows = g.reshape(index.size, math.prod(a.shape[1:]))
+                ga = _sum_rows_by_index(index.reshape(-1) % a.shape[0], rows, a.shape[0])
+                _accumulate(a, ga.reshape(a.shape), owned=True)
+            else:
+                ga = np.zeros(a.shape, dtype=a.dtype)
+                np.add.at(ga, index, g)
+                _accumulate(a, ga, owned=True)
+
+        return _record(out, _backward)
+
+    def split(self, split_size_or_sections, axis: int = 0) -> list:
+        """Split into pieces along `axis`, as torch.split does.
+
+        An int gives pieces of that size (the last one may be smaller); a list gives
+        the size of each piece and must add up to the length of the axis.
+        """
+        axis = axis % self.ndim if self.ndim else 0
+        length = self.shape[axis]
+        if isinstance(split_size_or_sections, (int, np.integer)):
+            step = int(split_size_or_sections)
+            if step <= 0:
+                raise ValueError(f"split size must be positive, got {step}")
+            sizes = [min(step, length - start) for start in range(0, length, step)]
+        else:
+            sizes = [int(s) for s in split_size_or_sections]
+            if sum(sizes) != length or min(sizes, default=0) < 0:
+                raise ValueError(
+                    f"split sections {sizes} must be non-negative and add up to "
+                    f"{length}, the length of axis {axis} of shape {self.shape}"
+                )
+        pieces = []
+        start = 0
+        for size in sizes:
+            index = (slice(None),) * axis + (slice(start, start + size),)
+            pieces.append(self[index])
+            start += size
+        return pieces
+
+    # ------------------------------------------------------------ elementwise
+
+    def exp(self) -> "Tensor":
+        a = self
+        out = _result(np.exp(a.data), (a,))
+        out_data = out.data
+
+        def _backward(g):
+            _accumulate(a, np.multiply(g, out_data, out=g), owned=True)
+
+        return _record(out, _backward)
+
+    def log(self) -> "Tensor":
+        a = self
+        out = _result(np.log(a.data), (a,))
+
+        def _backward(g):
+            _accumulate(a, np.divide(g, a.data, out=g), owned=True)
+
+        return _record(out, _backward)
+
+    def sqrt(self) -> "Tensor":
+        a = self
+        out = _result(np.sqrt(a.data), (a,))
+        out_data = out.data
+
+        def _backward(g):
+            # d sqrt(a) / d a = 1 / (2 sqrt(a))
+            np.divide(g, out_data, out=g)
+            _accumulate(a, np.multiply(g, 0.5, out=g), owned=True)
+
+        return _record(out, _backward)
+
+    def tanh(self) -> "Tensor":
+        a = self
+        out = _result(np.tanh(a.data), (a,))
+        out_data = out.data
+
+        def _backward(g):
+            # d tanh(a) / d a = 1 - tanh(a)**2
+            slope = np.square(out_data, out=np.empty_like(out_data))
+            np.subtract(1.0, slope, out=slope)
+            _accumulate(a, np.multiply(g, slope, out=g), owned=True)
+
+        return _record(out, _backward)
+
+    def relu(self) -> "Tensor":
+        a = self
+        out = _result(np.maximum(a.data, 0), (a,))
+        out_data = out.data
+
+        def _backward(g):
+            _accumulate(a, np.multiply(g, out_data > 0, out=g), owned=True)
+
+        return _record(out, _backward)
+
+    def gelu(self) -> "Tensor":
+        return gelu(self)
+
+    def softmax(self, axis: int = -1) -> "Tensor":
+        return softmax(self, axis)
+
+    def log_softmax(self, axis: int = -1) -> "Tensor":
+        return log_softmax(self, axis)
+
+    def masked_fill(self, mask, value: float) -> "Tensor":
+        return masked_fill(self, mask, value)
+
+
+# ---------------------------------------------------------------- graph plumbing
+
+
+def _result(data, parents) -> Tensor:
+    """Wrap an operation's output array, linking it to its parents when recording."""
+    out = Tensor.__new__(Tensor)
+    # Ufuncs on 0-d arrays return NumPy scalars; keep .data an ndarray so that
+    # closures can write into it with out=.
+    out.data = data if type(data) is np.ndarray else np.asarray(data)
+    out.grad = None
+    out._backward = None
+    requires_grad = False
+    if _grad_enabled:
+        for parent in parents:
+            if parent.requires_grad:
+                requires_grad = True
+                break
+    out.requires_grad = requires_grad
+    out._parents = parents if requires_grad else ()
+    return out
+
+
+def _record(out: Tensor, backward) -> Tensor:
+    """Attach the backward closure to `out` if the graph is being recorded."""
+    if out.requires_grad:
+        out._backward = backward
+    return out
+
+
+def _needs_graph(*tensors) -> bool:
+    """Return whether an operation on `tensors` will be recorded (to skip caching)."""
+    return _grad_enabled and any(t.requires_grad for t in tensors)
+
+
+def _as_tensor(value, like: Tensor) -> Tensor:
+    """Wrap a non-Tensor operand as a constant with the dtype of `like`.
+
+    Python and NumPy scalars and arrays adopt the tensor's floating dtype, so
+    `x32 * np.sqrt(2.0)` stays float32 instead of being promoted to float64.
+    """
+    if isinstance(value, Tensor):
+        return value
+    array = np.asarray(value)
+    if like.data.dtype.kind == "f" and array.dtype != like.data.dtype:
+        array = array.astype(like.data.dtype)
+    constant = Tensor.__new__(Tensor)
+    constant.data = array
+    constant.grad = None
+    constant.requires_grad = False
+    constant._parents = ()
+    constant._backward = None
+    return constant
+
+
+def _broadcast_op(ufunc, a: Tensor, b: Tensor, symbol: str) -> np.ndarray:
+    try:
+        return ufunc(a.data, b.data)
+    except ValueError:
+        raise ValueError(
+            f"shapes {a.shape} and {b.shape} cannot be broadcast together for '{symbol}'"
+        ) from None
+
+
+def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a gradient over the axes that broadcasting added or stretched.
+
+    An operand of `shape` was broadcast to `grad.shape` in the forward pass: leading
+    axes were prepended and axes of length 1 were repeated. Each copy contributed to
+    the output, so the operand's gradient is the sum over those axes. Returns `grad`
+    itself when nothing was broadcast.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def _accumulate(tensor: Tensor, grad: np.ndarray, owned: bool) -> None:
+    """Add `grad` into `tensor.grad`.
+
+    `owned` means no other tensor or cache references `grad` and it is writeable,
+    so it can become `tensor.grad` without a copy; otherwise it is copied, which
+    keeps gradient arrays unshared.
+    """
+    if type(grad) is not np.ndarray or grad.dtype != tensor.data.dtype:
+        # A NumPy scalar (from a 0-d computation) or another dtype: make an owned
+        # array of the tensor's dtype.
+        grad = np.array(grad, dtype=tensor.data.dtype)
+        owned = True
+    if tensor.grad is None:
+        tensor.grad = grad if owned else grad.copy()
+    else:
+        tensor.grad += grad
+
+
+def _accumulate_into_index(tensor: Tensor, index, grad: np.ndarray) -> None:
+    """Add `grad` into the part `index` of `tensor.grad` (zeros elsewhere)."""
+    if tensor.grad is None:
+        tensor.grad = np.zeros(tensor.shape, dtype=tensor.data.dtype)
+    tensor.grad[index] += grad
+
+
+def _topological_order(root: Tensor) -> list:
+    """Return the nodes that lead to `root`, every node after all of its parents.
+
+    Iterative depth-first search, so graphs of any depth avoid Python's recursion
+    limit. Only parents that require grad are followed.
+    """
+    order = []
+    visited = set()
+    stack = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        if node._backward is _freed_backward:
+            raise RuntimeError(
+                "backward() reached a graph that an earlier backward() already freed; "
+                "pass retain_graph=True to the earlier call to run backward twice."
+            )
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def _normalize_axes(axis, ndim: int) -> tuple:
+    """Return `axis` (None, int or tuple) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (axis,)
+    return tuple(sorted(int(i) % ndim for i in axis))
+
+
+def _unwrap_index(index):
+    """Replace Tensors and lists inside an index by NumPy arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        return np.asarray(index)
+    if isinstance(index, tuple):
+        return tuple(_unwrap_index(i) for i in index)
+    return index
+
+
+def _has_integer_array(index) -> bool:
+    """Return whether an index uses integer-array (advanced) indexing."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, np.ndarray) and i.dtype.kind in "iu" for i in parts)
+
+
+def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarray:
+    """Return a (num_rows, C) array whose row i is the sum of `rows[j]` with ids[j] == i.
+
+    Equivalent to np.add.at(zeros, ids, rows), but faster: sorting the ids puts the
+    rows of one id next to each other, np.add.reduceat sums each run of equal ids,
+    and the sums go to distinct rows, so a plain assignment scatters them.
+    ids (N,), non-negative; rows (N, C).
+    """
+    out = np.zeros((num_rows, rows.shape[1]), dtype=rows.dtype)
+    if ids.size == 0:
+        return out
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    out[sorted_ids[run_starts]] = np.add.reduceat(rows[order], run_starts, axis=0)
+    return out
+
+
+# ---------------------------------------------------------------- fused operations
+
+
+def concatenate(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis, as np.concatenate does."""
+    if not tensors:
+        raise ValueError("concatenate needs at least one tensor")
+    first = next((t for t in tensors if isinstance(t, Tensor)), None)
+    if first is None:
+        first = Tensor(tensors[0])
+    tensors = tuple(_as_tensor(t, first) for t in tensors)
+    try:
+        out_data = np.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError:
+        shapes = ", ".join(str(t.shape) for t in tensors)
+        raise ValueError(
+            f"cannot concatenate shapes {shapes} along axis {axis}: all other axes "
+            "must have equal lengths"
+        ) from None
+    out = _result(out_data, tensors)
+    axis = axis % out_data.ndim
+    boundaries = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+
+    def _backward(g):
+        # Each piece is a view on a disjoint part of g, which no one else uses.
+        for tensor, piece in zip(tensors, np.split(g, boundaries, axis=axis)):
+            if tensor.requires_grad:
+                _accumulate(tensor, piece, owned=True)
+
+    return _record(out, _backward)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Return x @ weight + bias as one node.
+
+    x (..., IN), weight (IN, OUT), bias (OUT,) -> (..., OUT). The weight layout is
+    (in, out), the transpose of PyTorch's nn.Linear weight (out, in). Backward works
+    on 2-D views: x2 (N, IN), g2 (N, OUT), with N the product of the leading axes.
+    """
+    if weight.ndim != 2 or x.shape[-1:] != weight.shape[:1]:
+        raise ValueError(
+            f"linear shapes {x.shape} and weight {weight.shape} are incompatible: the "
+            "weight must be (IN, OUT) with IN equal to the last axis of x"
+        )
+    if bias is not None and bias.shape != weight.shape[1:]:
+        raise ValueError(f"linear bias shape {bias.shape} must be {weight.shape[1:]}")
+    x2 = x.data.reshape(-1, weight.shape[0])  # (N, IN)
+    out_data = x2 @ weight.data  # (N, OUT)
+    if bias is not None:
+        out_data += bias.data
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    out = _result(out_data.reshape(x.shape[:-1] + weight.shape[1:]), parents)
+
+    def _backward(g):
+        g2 = g.reshape(x2.shape[0], weight.shape[1])  # (N, OUT)
+        if weight.requires_grad:
+            _accumulate(weight, x2.T @ g2, owned=True)
+        if bias is not None and bias.requires_grad:
+            _accumulate(bias, g2.sum(axis=0), owned=True)
+        if x.requires_grad:
+            _accumulate(x, (g2 @ weight.data.T).reshape(x.shape), owned=True)
+
+    return _record(out, _backward)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along `axis`, shifted by the maximum so exp never overflows."""
+    probs = x.data - x.data.max(axis=axis, keepdims=True)
+    np.exp(probs, out=probs)
+    probs /= probs.sum(axis=axis, keepdims=True)
+    out = _result(probs, (x,))
+
+    def _backward(g):
+        # dx = p * (g - sum(g * p)): the Jacobian diag(p) - p p^T applied to g.
+        gp = g * probs
+        dot = gp.sum(axis=axis, keepdims=True)
+        np.multiply(probs, dot, out=g)
+        _accumulate(x, np.subtract(gp, g, out=gp), owned=True)
+
+    return _record(out, _backward)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x - log(sum(exp(x))) along `axis`, computed stably by shifting by the maximum."""
+    shifted = x.data - x.data.max(axis=axis, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    out_data = np.subtract(shifted, log_sum, out=shifted)
+    out = _result(out_data, (x,))
+
+    def _backward(g):
+        # dx = g - softmax(x) * sum(g), with softmax(x) = exp(out).
+        total = g.sum(axis=axis, keepdims=True)
+        probs = np.exp(out_data)
+        np.multiply(probs, total, out=probs)
+        _accumulate(x, np.subtract(g, probs, out=g), owned=True)
+
+    return _record(out, _backward)
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
+    """Mean negative log-likelihood of integer targets under softmax(logits).
+
+    logits (N, V) (or (..., V)), targets (N,) (or (...)) integer ndarray. Positions
+    whose target equals `ignore_index` count neither in the sum nor in the mean.
+    When every target is ignored the loss is 0 and its gradient is zero, not NaN.
+    Fused with log-softmax: backward is (softmax(logits) - one_hot(targets)) / n.
+    """
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    if targets.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy targets must be integers, got dtype {targets.dtype}")
+    if logits.ndim < 1 or logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"cross_entropy logits {logits.shape} and targets {targets.shape} do not "
+            "match: logits must be the target shape plus a class axis"
+        )
+    num_classes = logits.shape[-1]
+    scores = logits.data.reshape(-1, num_classes)  # (N, V)
+    labels = targets.reshape(-1)  # (N,)
+    valid = labels != ignore_index
+    count = int(valid.sum())
+    if count and (labels[valid].min() < 0 or labels[valid].max() >= num_classes):
+        raise ValueError(
+            f"cross_entropy targets must be in [0, {num_classes}) or {ignore_index}, "
+            f"got values from {labels[valid].min()} to {labels[valid].max()}"
+        )
+    rows = np.flatnonzero(valid)
+    picked = labels[rows]
+
+    probs = scores - scores.max(axis=1, keepdims=True)  # (N, V), row maximum 0
+    target_scores = probs[rows, picked]
+    np.exp(probs, out=probs)
+    sum_exp = probs.sum(axis=1)  # (N,), at least 1
+    # log p(target) = shifted target score - log(sum of exp(shifted scores))
+    nll = np.log(sum_exp[rows]) - target_scores
+    loss = nll.sum(dtype=np.float64) / count if count else 0.0
+    out = _result(np.array(loss, dtype=logits.dtype), (logits,))
+    if out.requires_grad:
+        probs /= sum_exp[:, None]
+
+    def _backward(g):
+        # Only valid rows get a gradient, each scaled by g / count.
+        weight = np.zeros((len(labels), 1), dtype=probs.dtype)
+        if count:
+            weight[rows] = g / count
+        grad = probs * weight
+        grad[rows, picked] -= weight[rows, 0]
+        _accumulate(logits, grad.reshape(logits.shape), owned=True)
+
+    return _record(out, _backward)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> Tensor:
+    """Normalize the last axis to mean 0 and variance 1, then scale and shift.
+
+    y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance, as
+    BERT does. x (..., C), weight (C,), bias (C,). BERT's eps is 1e-12, so it only
+    guards against an all-constant row.
+    """
+    size = x.shape[-1]
+    if weight.shape != (size,) or bias.shape != (size,):
+        raise ValueError(
+            f"layer_norm weight {weight.shape} and bias {bias.shape} must both be "
+            f"({size},) for input {x.shape}"
+        )
+    xhat = x.data - x.data.mean(axis=-1, keepdims=True)  # centred, then normalized
+    var = np.einsum("...i,...i->...", xhat, xhat)[..., None]
+    var *= 1.0 / size
+    var += eps
+    rstd = np.sqrt(var, out=var)
+    np.divide(1.0, rstd, out=rstd)  # (..., 1), 1 / sqrt(var + eps)
+    xhat *= rstd
+    out_data = xhat * weight.data
+    out_data += bias.data
+    out = _result(out_data, (x, weight, bias))
+
+    def _backward(g):
+        g2 = g.reshape(-1, size)
+        g_xhat = g * xhat
+        if weight.requires_grad:
+            _accumulate(weight, g_xhat.reshape(-1, size).sum(axis=0), owned=True)
+        if bias.requires_grad:
+            _accumulate(bias, g2.sum(axis=0), owned=True)
+        if x.requires_grad:
+            # With d = g * weight: dx = rstd * (d - mean(d) - xhat * mean(d * xhat)).
+            d = np.multiply(g, weight.data, out=g)
+            mean_d = d.mean(axis=-1, keepdims=True)
+            np.multiply(g_xhat, weight.data, out=g_xhat)
+            mean_d_xhat = g_xhat.mean(axis=-1, keepdims=True)
+            np.multiply(xhat, mean_d_xhat, out=g_xhat)
+            d -= g_xhat
+            d -= mean_d
+            d *= rstd
+            _accumulate(x, d, owned=True)
+
+    return _record(out, _backward)
+
+
+# Coefficients of the float32 rational approximation erf(z) ~ z * P(z^2) / Q(z^2)
+# for |z| <= 4, as used by Eigen and XLA (MaterializeErfApproximationF32); beyond
+# |z| = 4, erf(z) rounds to +-1 in float32.
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+          -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+          -7.37332916720468e-03, -1.42647390514189e-02)
+_exact_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x) -> np.ndarray:
+    """Error function of an ndarray, elementwise (NumPy has none).
+
+    float32 (and float16) input uses a rational approximation accurate to a few
+    float32 ulps; any other input is computed in float64 with math.erf per element,
+    exact but about 100 times slower.
+    """
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float16):
+        return _exact_erf(x.astype(np.float64)).astype(np.float64)
+    z = np.clip(x, -4.0, 4.0, dtype=np.float64)
+    z2 = z * z
+    p = np.full_like(z, _ERF_P[0])
+    for c in _ERF_P[1:]:
+        p *= z2
+        p += c
+    q = np.full_like(z, _ERF_Q[0])
+    for c in _ERF_Q[1:]:
+        q *= z2
+        q += c
+    p *= z
+    p /= q
+    return p.astype(x.dtype, copy=False)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU(x) = x * Phi(x), with the exact normal CDF Phi(x) = (1 + erf(x / sqrt(2))) / 2.
+
+    BERT uses this erf form, not the tanh approximation.
+    """
+    xd = x.data
+    cdf = erf(xd * (1 / math.sqrt(2)))
+    cdf += 1.0
+    cdf *= 0.5
+    out = _result(xd * cdf, (x,))
+
+    def _backward(g):
+        # d GELU / dx = Phi(x) + x * phi(x), with the normal density
+        # phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+        slope = np.square(xd, out=np.empty_like(xd))
+        slope *= -0.5
+        np.exp(slope, out=slope)
+        slope *= xd
+        slope *= 1 / math.sqrt(2 * math.pi)
+        slope += cdf
+        _accumulate(x, np.multiply(g, slope, out=g), owned=True)
+
+    return _record(out, _backward)
+
+
+_default_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Reset the generator that dropout() uses when it is given none."""
+    global _default_generator
+    _default_generator = np.random.default_rng(seed)
+
+
+def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1 / (1 - p).
+
+    The scaling (inverted dropout) keeps the expected value unchanged, so evaluation
+    needs no rescaling: when not training, or when p == 0, x itself is returned.
+    `rng` is a np.random.Generator; by default the module generator that
+    manual_seed() resets.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    generator = _default_generator if rng is None else rng
+    random_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+    keep = generator.random(x.shape, dtype=random_dtype) >= p
+    scale = np.multiply(keep, 1.0 / (1.0 - p), dtype=x.dtype)  # 0 or 1 / (1 - p)
+    out = _result(x.data * scale, (x,))
+
+    def _backward(g):
+        _accumulate(x, np.multiply(g, scale, out=g), owned=True)
+
+    return _record(out, _backward)
+
+
+def embedding(weight: Tensor, ids) -> Tensor:
+    """Look up rows of `weight`: weight (V, C), ids integer array of any shape -> (*ids.shape, C).
+
+    Backward adds the gradient of every occurrence of an id into that row, using
+    sorting and np.add.reduceat (see _sum_rows_by_index) instead of slow np.add.at.
+    """
+    ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"embedding ids must be integers, got dtype {ids.dtype}")
+    num_rows = weight.shape[0]
+    if ids.size and (ids.min() < 0 or ids.max() >= num_rows):
+        raise ValueError(
+            f"embedding ids must be in [0, {num_rows}), got values from {ids.min()} "
+            f"to {ids.max()}"
+        )
+    out = _result(np.take(weight.data, ids, axis=0), (weight,))
+
+    def _backward(g):
+        rows = g.reshape(ids.size, weight.shape[1])
+        _accumulate(weight, _sum_rows_by_index(ids.reshape(-1), rows, num_rows), owned=True)
+
+    return _record(out, _backward)
+
+
+def masked_fill(x: Tensor, mask, value: float) -> Tensor:
+    """Return x with `value` wherever the boolean `mask` (broadcast to x.shape) is True.
+
+    Filled positions get no gradient. For attention, fill with a large finite
+    negative number, not -inf, so a fully masked row stays finite.
+    """
+    mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)
+    try:
+        shape = np.broadcast_shapes(mask.shape, x.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(
+            f"masked_fill mask of shape {mask.shape} cannot be broadcast to the "
+            f"tensor shape {x.shape}"
+        )
+    out = _result(np.where(mask, x.data.dtype.type(value), x.data), (x,))
+
+    def _backward(g):
+        np.copyto(g, 0, where=mask)
+        _accumulate(x, g, owned=True)
+
+    return _record(out, _backward)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _demo() -> None:
+    """Print one neuron's forward values and backward gradients step by step."""
+    np.set_printoptions(precision=4, suppress=True)
+    x = Tensor([1.0, -2.0, 0.5])
+    w = Tensor([0.3, 0.1, -0.4], requires_grad=True)
+    b = Tensor(0.2, requires_grad=True)
+    target = 0.5
+    print("A neuron y = tanh(x @ w + b) and its loss (y - target)**2\n")
+    print("forward")
+    print(f"  x          = {x.data}")
+    print(f"  w          = {w.data}")
+    print(f"  b          = {b.data}")
+    z = x @ w + b
+    print(f"  z = x@w+b  = {z.data}")
+    y = z.tanh()
+    print(f"  y = tanh z = {y.data}")
+    loss = (y - target) ** 2
+    print(f"  loss       = {loss.data}   (target {target})\n")
+
+    loss.backward()
+    dloss_dy = 2 * (y.data - target)
+    dy_dz = 1 - y.data ** 2
+    print("backward, by the chain rule")
+    print(f"  dloss/dy = 2 (y - target)      = {dloss_dy:.4f}")
+    print(f"  dy/dz    = 1 - y**2            = {dy_dz:.4f}")
+    print(f"  dloss/dz = dloss/dy * dy/dz    = {dloss_dy * dy_dz:.4f}")
+    print(f"  dloss/dw = dloss/dz * x        = {dloss_dy * dy_dz * x.data}")
+    print(f"  dloss/db = dloss/dz            = {dloss_dy * dy_dz:.4f}\n")
+    print("gradients that backward() stored")
+    print(f"  w.grad = {w.grad}")
+    print(f"  b.grad = {b.grad}")
+
+
+if __name__ == "__main__":
+    _demo()

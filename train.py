@@ -1,0 +1,554 @@
+"""Pre-train BERT from scratch: masked language modelling plus next sentence prediction.
+
+    python train.py --epochs 3                    # the shipped corpus, the mini preset
+    python train.py --resume bert_model.ckpt.npz  # continue a stopped run exactly
+    python train.py --eval-only --model bert_model.npz --json
+
+The loop: read and split the corpus (data.py), train a WordPiece vocabulary if none is given
+(tokenizer.py), build BertForPreTraining (bert.py), then for every batch run the forward pass,
+the MLM + NSP loss, backward(), global-norm gradient clipping and an AdamW step under a linear
+warm-up then linear decay schedule. Each epoch ends with a validation pass and a checkpoint.
+
+Two files come out. --out (bert_model.npz) is the model for infer.py: weights, config,
+vocabulary and training metadata. The checkpoint (--checkpoint, default <out>.ckpt.npz) adds
+the AdamW moments, the step and the random generator states, so --resume continues exactly
+where a run stopped: the same weights as a run that never stopped.
+
+Imports: NumPy, the standard library, autograd.py, tokenizer.py, bert.py, data.py.
+Follows: Devlin et al. 2018 (BERT) for the objective; Loshchilov & Hutter 2019 for AdamW
+with decoupled weight decay, implemented as torch.optim.AdamW does.
+
+Limitations:
+- One process, CPU only; the thread count is whatever NumPy's BLAS library uses.
+- Ctrl-C saves at the last completed step: the interrupted step's work is redone on resume.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import autograd
+import bert
+from autograd import cross_entropy
+from bert import BertConfig, BertForPreTraining
+from data import PretrainingData, format_instance, read_documents, split_documents
+from tokenizer import Tokenizer, train_vocab
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CORPUS = ROOT / "wiki-vital-en.txt.gz"
+
+
+class UsageError(ValueError):
+    """A bad flag or flag combination: exit code 2."""
+
+
+# ---------------------------------------------------------------------------- optimizer
+
+
+class AdamW:
+    """Adam with decoupled weight decay, step for step as torch.optim.AdamW.
+
+    Weight decay multiplies a weight by (1 - lr * weight_decay) before the Adam update,
+    instead of adding weight_decay * w to the gradient, so it is not rescaled by Adam's
+    per-weight step sizes. Biases, LayerNorm weights and the MLM output bias get no decay.
+    """
+
+    def __init__(self, named_parameters, lr: float, weight_decay: float,
+                 betas=(0.9, 0.999), eps: float = 1e-6):
+        self.named_parameters = list(named_parameters)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.step_count = 0
+        self.m = {name: np.zeros_like(p.data) for name, p in self.named_parameters}
+        self.v = {name: np.zeros_like(p.data) for name, p in self.named_parameters}
+
+    @staticmethod
+    def decays(name: str) -> bool:
+        return not (name.endswith("bias") or "norm." in name)
+
+    def step(self) -> None:
+        self.step_count += 1
+        t = self.step_count
+        correction1 = 1 - self.beta1 ** t
+        correction2 = 1 - self.beta2 ** t
+        for name, p in self.named_parameters:
+            if p.grad is None:
+                continue
+            g, m, v = p.grad, self.m[name], self.v[name]
+            if self.weight_decay and self.decays(name):
+                p.data *= 1 - self.lr * self.weight_decay
+            # m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2, in place.
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            denominator = np.sqrt(v) / math.sqrt(correction2)
+            denominator += self.eps
+            p.data -= (self.lr / correction1) * (m / denominator)
+
+    def state_arrays(self) -> dict:
+        arrays = {f"adam.m.{name}": m for name, m in self.m.items()}
+        arrays.update({f"adam.v.{name}": v for name, v in self.v.items()})
+        return arrays
+
+    def load_state_arrays(self, arrays: dict, step_count: int, source: str) -> None:
+        for name, _ in self.named_parameters:
+            for moments, key in ((self.m, f"adam.m.{name}"), (self.v, f"adam.v.{name}")):
+                if key not in arrays:
+                    raise ValueError(f"{source}: checkpoint has no optimizer state {key}")
+                moments[name][...] = arrays[key]
+        self.step_count = step_count
+
+
+def clip_grad_norm(parameters, max_norm: float) -> float:
+    """Scale all gradients together so their global L2 norm is at most max_norm.
+
+    Returns the norm before clipping. The scale max_norm / (norm + 1e-6) matches
+    torch.nn.utils.clip_grad_norm_.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            g *= scale
+    return norm
+
+
+def learning_rate(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up from 0 over `warmup` steps, then linear decay to 0 at `total` steps.
+
+    step counts optimizer steps already taken, as transformers' get_linear_schedule_with_warmup
+    does, so the very first update uses lr 0 when warmup > 0.
+    """
+    if step < warmup:
+        return base_lr * step / max(1, warmup)
+    return base_lr * max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ---------------------------------------------------------------------------- loss and eval
+
+
+def batch_loss(model, batch):
+    """Forward one batch; returns (total loss, MLM loss, NSP loss, MLM logits, NSP logits)."""
+    mlm_logits, nsp_logits = model(batch.input_ids, batch.token_type_ids,
+                                   batch.attention_mask, batch.mlm_positions)
+    mlm_loss = cross_entropy(mlm_logits, batch.mlm_labels)
+    nsp_loss = cross_entropy(nsp_logits, batch.nsp_labels)
+    return mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits
+
+
+def evaluate(model, batches) -> dict:
+    """MLM loss, top-1/top-5 accuracy and perplexity, and NSP accuracy over batches."""
+    was_training = model.training
+    model.eval()
+    mlm_loss_sum = top1 = top5 = nsp_correct = 0.0
+    masked = pairs = 0
+    with autograd.no_grad():
+        for batch in batches:
+            _, mlm_loss, _, mlm_logits, nsp_logits = batch_loss(model, batch)
+            logits, labels = mlm_logits.data, batch.mlm_labels
+            n = len(labels)
+            mlm_loss_sum += mlm_loss.item() * n
+            masked += n
+            if n:
+                best5 = np.argpartition(-logits, 4, axis=1)[:, :5] if logits.shape[1] > 5 \
+                    else np.argsort(-logits, axis=1)
+                top1 += float((logits.argmax(1) == labels).sum())
+                top5 += float((best5 == labels[:, None]).any(1).sum())
+            nsp_correct += float((nsp_logits.data.argmax(1) == batch.nsp_labels).sum())
+            pairs += len(batch.nsp_labels)
+    model.train(was_training)
+    mlm_loss = mlm_loss_sum / max(1, masked)
+    return {
+        "mlm_loss": mlm_loss,
+        "mlm_accuracy": top1 / max(1, masked),
+        "mlm_top5_accuracy": top5 / max(1, masked),
+        "perplexity": math.exp(min(mlm_loss, 700.0)),
+        "nsp_accuracy": nsp_correct / max(1, pairs),
+        "instances": pairs,
+        "masked_tokens": masked,
+    }
+
+
+def format_metrics(metrics: dict) -> str:
+    return (f"mlm loss {metrics['mlm_loss']:.4f} | mlm acc {100 * metrics['mlm_accuracy']:.2f}% "
+            f"(top-5 {100 * metrics['mlm_top5_accuracy']:.2f}%) | perplexity "
+            f"{metrics['perplexity']:.2f} | nsp acc {100 * metrics['nsp_accuracy']:.2f}% | "
+            f"{metrics['instances']} instances")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Pre-train BERT (MLM + NSP) on a text corpus and save bert_model.npz.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument
+    add("--epochs", type=int, default=3, help="passes over the training documents")
+    add("--data", nargs="+", default=[str(DEFAULT_CORPUS)],
+        help="corpus files or folders: plain text or .gz, documents separated by blank lines")
+    add("--out", default="bert_model.npz", help="model file written at each epoch's end")
+    add("--checkpoint", default=None,
+        help="training checkpoint (weights + optimizer state) written at each epoch's end "
+             "and on Ctrl-C; default: --out with .ckpt.npz in place of .npz")
+    add("--model-size", default="mini", choices=list(bert.PRESETS),
+        help="size preset (layers/hidden): tiny 2/128, mini 4/256, small 4/512, "
+             "medium 8/512, base 12/768")
+    add("--num-layers", type=int, default=None, help="override the preset's layer count")
+    add("--hidden-size", type=int, default=None, help="override the preset's hidden size")
+    add("--num-heads", type=int, default=None, help="override the preset's attention heads")
+    add("--intermediate-size", type=int, default=None,
+        help="override the preset's feed-forward size (default: 4 x hidden)")
+    add("--dropout", type=float, default=0.1, help="hidden and attention dropout probability")
+    add("--vocab", default=None,
+        help="WordPiece vocab.txt to use; default: train one on the corpus (--vocab-size)")
+    add("--vocab-size", type=int, default=8192, help="tokens in a newly trained vocabulary")
+    add("--batch-size", type=int, default=32, help="sentence pairs per batch")
+    add("--max-seq-len", type=int, default=128, help="tokens per pair, [CLS] and [SEP] included")
+    add("--lr", type=float, default=1e-3, help="peak learning rate")
+    add("--warmup", type=float, default=0.05,
+        help="warm-up length: a number of optimizer steps, or a fraction of all steps if < 1")
+    add("--weight-decay", type=float, default=0.01,
+        help="AdamW decoupled weight decay (not on biases or LayerNorm weights)")
+    add("--grad-accum", type=int, default=1,
+        help="batches whose gradients are summed into one optimizer step")
+    add("--max-steps", type=int, default=None,
+        help="optimizer steps in the whole run, overriding --epochs for the schedule")
+    add("--stop-at", type=int, default=None,
+        help="save a checkpoint and exit after this optimizer step; the schedule still spans "
+             "the whole run, so --resume continues it (for runs split across sessions)")
+    add("--seed", type=int, default=0,
+        help="seed for initial weights, data pairs and masks, and dropout")
+    add("--resume", default=None, metavar="CHECKPOINT", help="continue from this checkpoint")
+    add("--eval-only", action="store_true",
+        help="evaluate --model on the validation split of --data and exit")
+    add("--eval-split", choices=("valid", "all"), default="valid",
+        help="with --eval-only: the held-out documents of --data, or all of them")
+    add("--model", default="bert_model.npz", help="model evaluated by --eval-only")
+    add("--json", action="store_true", help="with --eval-only: print one JSON object")
+    add("--valid-fraction", type=float, default=0.02,
+        help="share of documents held out for validation (chosen by a hash of their text)")
+    add("--log-every", type=int, default=20, help="optimizer steps between progress lines")
+    add("--float16", action="store_true",
+        help="store --out weights as float16 (half the size; loads back as float32)")
+    add("--debug", action="store_true", help="show full tracebacks on errors")
+    return parser
+
+
+def check_args(args) -> None:
+    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size,
+                "--max-seq-len": args.max_seq_len, "--grad-accum": args.grad_accum,
+                "--log-every": args.log_every, "--vocab-size": args.vocab_size}
+    for flag, value in positive.items():
+        if value < 1:
+            raise UsageError(f"{flag} {value} is invalid; pass a whole number of 1 or more")
+    for flag, value in {"--max-steps": args.max_steps, "--stop-at": args.stop_at}.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value} is invalid; pass a whole number of 1 or more")
+    if not args.lr > 0:
+        raise UsageError(f"--lr {args.lr} is invalid; pass a positive learning rate")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup {args.warmup} is invalid; pass 0 or more")
+    if args.weight_decay < 0:
+        raise UsageError(f"--weight-decay {args.weight_decay} is invalid; pass 0 or more")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout {args.dropout} is invalid; pass a probability in [0, 1)")
+    if not 0.0 < args.valid_fraction < 1.0:
+        raise UsageError(f"--valid-fraction {args.valid_fraction} is invalid; pass 0 < f < 1")
+    if args.max_seq_len < 8:
+        raise UsageError(f"--max-seq-len {args.max_seq_len} is too small; pass at least 8")
+    if args.resume and args.eval_only:
+        raise UsageError("--resume and --eval-only do not combine; use --model to evaluate")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as bert_model.npz")
+
+
+def checkpoint_path(args) -> Path:
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    out = Path(args.out)
+    stem = out.name[:-len(".npz")] if out.name.endswith(".npz") else out.name
+    return out.with_name(stem + ".ckpt.npz")
+
+
+def load_corpus(paths, valid_fraction: float):
+    documents = read_documents(paths)
+    return split_documents(documents, valid_fraction)
+
+
+def run_eval_only(args) -> int:
+    model, tokenizer = bert.load(args.model)
+    if not isinstance(model, BertForPreTraining):
+        raise UsageError(f"--model {args.model} has no pre-training heads to evaluate")
+    if args.max_seq_len > model.config.max_position_embeddings:
+        raise UsageError(
+            f"--max-seq-len {args.max_seq_len} exceeds the model's max_position_embeddings "
+            f"{model.config.max_position_embeddings}")
+    train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
+    documents = valid_docs if args.eval_split == "valid" else train_docs + valid_docs
+    data = PretrainingData(documents, tokenizer, max_seq_length=args.max_seq_len,
+                           seed=args.seed)
+    metrics = evaluate(model, data.batches(0, args.batch_size))
+    if args.json:
+        keys = ("mlm_accuracy", "mlm_top5_accuracy", "perplexity", "nsp_accuracy", "instances")
+        print(json.dumps({k: metrics[k] for k in keys}))
+    else:
+        print(f"{args.model} on {args.eval_split} split of {' '.join(args.data)}: "
+              f"{format_metrics(metrics)}")
+    return 0
+
+
+def rng_state() -> dict:
+    return autograd.get_rng_state()
+
+
+def train(args) -> int:
+    started = time.time()
+    ckpt_path = checkpoint_path(args)
+
+    # 1. Model, tokenizer and optimizer state: fresh or from a checkpoint.
+    state = None
+    if args.resume:
+        model, tokenizer, state, extra = bert.load_npz(args.resume)
+        if "optimizer_step" not in state:
+            raise UsageError(f"--resume {args.resume} is a model file, not a training "
+                             "checkpoint; pass the .ckpt.npz file")
+        saved = state["args"]
+        requested = BertConfig.from_preset(
+            args.model_size, vocab_size=model.config.vocab_size,
+            num_hidden_layers=args.num_layers, hidden_size=args.hidden_size,
+            num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
+            hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
+            max_position_embeddings=model.config.max_position_embeddings)
+        if requested != model.config:
+            raise UsageError(f"--resume {args.resume} holds a model of another config; pass "
+                             f"the same size flags as the run that wrote it "
+                             f"(--model-size {saved['model_size']})")
+        for key in ("epochs", "batch_size", "max_seq_len", "lr", "warmup", "weight_decay",
+                    "grad_accum", "max_steps", "seed", "valid_fraction", "data"):
+            if getattr(args, key) != saved[key] and not (
+                    key == "data" and args.data == [str(DEFAULT_CORPUS)]):
+                print(f"note: --{key.replace('_', '-')} {getattr(args, key)} differs from the "
+                      f"checkpoint's {saved[key]}; using the checkpoint's value")
+            setattr(args, key, saved[key])
+    train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
+
+    if state is None:
+        if args.vocab:
+            tokenizer = Tokenizer.from_file(args.vocab)
+        else:
+            t0 = time.time()
+            print(f"training a {args.vocab_size:,}-token WordPiece vocabulary on "
+                  f"{len(train_docs):,} documents ...", flush=True)
+            texts = (sentence for document in train_docs for sentence in document)
+            tokenizer = Tokenizer(train_vocab(texts, args.vocab_size))
+            print(f"  done in {time.time() - t0:.1f} s", flush=True)
+        config = BertConfig.from_preset(
+            args.model_size, vocab_size=len(tokenizer),
+            num_hidden_layers=args.num_layers, hidden_size=args.hidden_size,
+            num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
+            hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
+            pad_token_id=tokenizer.pad_token_id,
+            max_position_embeddings=max(512, args.max_seq_len))
+        model = BertForPreTraining(config, seed=args.seed)
+    config = model.config
+    if args.max_seq_len > config.max_position_embeddings:
+        raise UsageError(f"--max-seq-len {args.max_seq_len} exceeds the model's "
+                         f"max_position_embeddings {config.max_position_embeddings}")
+
+    # 2. Data: pairs and masks are drawn per epoch from (seed, epoch) alone.
+    t0 = time.time()
+    train_data = PretrainingData(train_docs, tokenizer, max_seq_length=args.max_seq_len,
+                                 seed=args.seed)
+    valid_data = PretrainingData(valid_docs, tokenizer, max_seq_length=args.max_seq_len,
+                                 seed=args.seed)
+    valid_batches = valid_data.batches(0, args.batch_size)
+    # Pairs are drawn again every epoch, so the batch count varies a little by epoch.
+    batches_per_epoch = train_data.num_batches(args.batch_size, 0)
+    steps_per_epoch = max(1, batches_per_epoch // args.grad_accum)
+    if args.max_steps:
+        total_steps = args.max_steps
+        epochs = math.ceil(total_steps / steps_per_epoch) + 1
+    else:
+        epochs = args.epochs
+        total_steps = sum(max(1, train_data.num_batches(args.batch_size, e) // args.grad_accum)
+                          for e in range(epochs))
+    warmup = int(args.warmup * total_steps) if args.warmup < 1 else int(args.warmup)
+    print(f"data: {len(train_docs):,} training and {len(valid_docs):,} validation documents, "
+          f"{train_data.num_tokens:,} tokens, {batches_per_epoch:,} batches per epoch "
+          f"(prepared in {time.time() - t0:.1f} s)", flush=True)
+
+    optimizer = AdamW(model.named_parameters(), args.lr, args.weight_decay)
+    autograd.manual_seed(args.seed)
+    epoch, batch_index = 0, 0
+    if state is not None:
+        optimizer.load_state_arrays(extra, state["optimizer_step"], args.resume)
+        autograd.set_rng_state(state["rng_state"])
+        epoch, batch_index = state["epoch"], state["batch_index"]
+
+    # 3. What is about to happen, so a log explains itself.
+    parameter_count = sum(p.size for p in model.parameters())
+    print(f"settings: {json.dumps(vars(args), sort_keys=True)}")
+    print(f"model: {args.model_size} preset, {config.num_hidden_layers} layers, hidden "
+          f"{config.hidden_size}, {config.num_attention_heads} heads, intermediate "
+          f"{config.intermediate_size}, vocabulary {config.vocab_size:,}; "
+          f"{parameter_count:,} parameters")
+    print(f"schedule: {total_steps:,} steps over {epochs} epochs, warm-up {warmup} steps, "
+          f"peak lr {args.lr:g}, up to {args.batch_size * args.grad_accum * args.max_seq_len:,} "
+          f"tokens per step")
+    print(f"writing the model to {args.out} and checkpoints to {ckpt_path}")
+    if state is None:
+        sample = train_data.instances(0)
+        print("the first training instances ({input→label} marks a masked position):")
+        for i in range(min(2, len(sample))):
+            print(format_instance(sample, i, tokenizer))
+    else:
+        print(f"resuming at epoch {epoch + 1}, step {optimizer.step_count}")
+    sys.stdout.flush()
+
+    def save_checkpoint():
+        metadata = {"optimizer_step": optimizer.step_count, "epoch": epoch,
+                    "batch_index": batch_index, "rng_state": rng_state(), "args": vars(args),
+                    "total_steps": total_steps}
+        bert.save(model, tokenizer, ckpt_path, metadata=metadata,
+                  extra=optimizer.state_arrays())
+
+    def save_model(metrics):
+        metadata = {
+            "command": "python train.py " + " ".join(sys.argv[1:]),
+            "model_size": args.model_size, "steps": optimizer.step_count,
+            "epochs_completed": epoch, "train_seconds": round(time.time() - started, 1),
+            "hardware": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
+            "numpy": np.__version__, "validation": metrics, "seed": args.seed,
+        }
+        bert.save(model, tokenizer, args.out, metadata=metadata, float16=args.float16)
+
+    # 4. The loop. Ctrl-C only sets a flag, so the step in progress finishes and the
+    # checkpoint is consistent; a second Ctrl-C aborts at once without saving.
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nCtrl-C: stopping after this step (press again to abort without saving)",
+              file=sys.stderr, flush=True)
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    model.train()
+    tokens_per_step = args.batch_size * args.grad_accum * args.max_seq_len
+    window_start, window_tokens, window_steps = time.time(), 0, 0
+    log = {"loss": 0.0, "mlm": 0.0, "nsp": 0.0, "correct": 0, "masked": 0}
+    try:
+        while epoch < epochs and optimizer.step_count < total_steps:
+            batches = train_data.batches(epoch, args.batch_size)
+            usable = len(batches) - len(batches) % args.grad_accum or len(batches)
+            while batch_index < usable and optimizer.step_count < total_steps:
+                if interrupted:
+                    save_checkpoint()
+                    print(f"interrupted: saved step {optimizer.step_count} to {ckpt_path}; "
+                          f"resume with python train.py --resume {ckpt_path}", file=sys.stderr)
+                    return 130
+                model.zero_grad()
+                for micro in batches[batch_index:batch_index + args.grad_accum]:
+                    loss, mlm_loss, nsp_loss, mlm_logits, _ = batch_loss(model, micro)
+                    if not math.isfinite(loss.item()):
+                        print(f"train.py: error: the loss became {loss.item()} at step "
+                              f"{optimizer.step_count + 1}; the last good checkpoint is "
+                              f"{ckpt_path} (if one was written). Lower --lr or raise "
+                              f"--warmup.", file=sys.stderr)
+                        return 1
+                    (loss * (1.0 / args.grad_accum)).backward()
+                    log["loss"] += loss.item() / args.grad_accum
+                    log["mlm"] += mlm_loss.item() / args.grad_accum
+                    log["nsp"] += nsp_loss.item() / args.grad_accum
+                    log["correct"] += int((mlm_logits.data.argmax(1) == micro.mlm_labels).sum())
+                    log["masked"] += len(micro.mlm_labels)
+                    window_tokens += micro.num_tokens
+                clip_grad_norm(model.parameters(), 1.0)
+                optimizer.lr = learning_rate(optimizer.step_count, args.lr, warmup, total_steps)
+                optimizer.step()
+                batch_index += args.grad_accum
+                window_steps += 1
+
+                step = optimizer.step_count
+                if step % args.log_every == 0 or step == total_steps:
+                    now = time.time()
+                    elapsed = now - started
+                    ms = 1000 * (now - window_start) / window_steps
+                    eta = (total_steps - step) * ms / 1000
+                    print(f"epoch {epoch + 1}/{epochs} | step {step}/{total_steps} | loss "
+                          f"{log['loss'] / window_steps:.4f} (mlm {log['mlm'] / window_steps:.4f}"
+                          f", nsp {log['nsp'] / window_steps:.4f}) | mlm acc "
+                          f"{100 * log['correct'] / max(1, log['masked']):.1f}% | lr "
+                          f"{optimizer.lr:.2e} | {ms:.0f} ms/step | "
+                          f"{window_tokens / (now - window_start):,.0f} tok/s | elapsed "
+                          f"{format_duration(elapsed)} | eta {format_duration(eta)}",
+                          flush=True)
+                    window_start, window_tokens, window_steps = now, 0, 0
+                    log = dict.fromkeys(log, 0)
+                if args.stop_at is not None and step >= args.stop_at:
+                    save_checkpoint()
+                    print(f"stopped after step {step} (--stop-at); resume with "
+                          f"python train.py --resume {ckpt_path}")
+                    return 0
+
+            # End of an epoch (or of the step budget): validate and save both files.
+            if batch_index >= usable:
+                epoch, batch_index = epoch + 1, 0
+            metrics = evaluate(model, valid_batches)
+            print(f"validation after epoch {epoch}: {format_metrics(metrics)}", flush=True)
+            save_checkpoint()
+            save_model(metrics)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    print(f"done in {format_duration(time.time() - started)}: model in {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+        if args.eval_only:
+            return run_eval_only(args)
+        return train(args)
+    except (UsageError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        if args.debug:
+            raise
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
