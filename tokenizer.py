@@ -3,9 +3,9 @@
 Text becomes BERT input ids in two stages, as in google-research/bert tokenization.py:
 
 1. Basic tokenization: drop NUL, U+FFFD and control characters, put spaces around CJK
-   ideographs, NFC-normalize (Hugging Face's BertTokenizer does this), split on whitespace,
-   lowercase and strip accents (NFD, then drop combining marks) when uncased, and split off
-   every punctuation character (ASCII symbols and all Unicode P* categories).
+   ideographs, NFC-normalize (an addition of Hugging Face's BertTokenizer) and split on
+   whitespace. Each word is then lowercased and accent-stripped if uncased (NFD, then drop
+   combining marks), and every punctuation character (ASCII symbols, Unicode P*) is split off.
 2. WordPiece: each basic token is split greedily, longest match first, into vocabulary
    pieces; pieces after the first carry the '##' prefix. A token that cannot be covered,
    or is longer than 100 characters, becomes a single [UNK].
@@ -13,6 +13,10 @@ Text becomes BERT input ids in two stages, as in google-research/bert tokenizati
 The special tokens [PAD] [UNK] [CLS] [SEP] [MASK] are cut out of the raw text first and kept
 whole, even with no space around them ("of[MASK]." gives of, [MASK], .), as Hugging Face's
 tokenizer does. They are case-sensitive: "[mask]" is ordinary text.
+
+The reference is transformers' pure-Python BertTokenizerLegacy (transformers 5.25). Its Rust
+BertTokenizer gives the same ids on the whole shipped corpus but differs in corner cases:
+on a truncation tie it cuts the first text, and it splits "[MA\x00SK]" into [, mask, ].
 
 Speed comes from caching: the result of stages 1 and 2 depends only on the whitespace-
 separated word, so each distinct word is split once and later looked up in a dict. The
@@ -51,6 +55,7 @@ import collections
 import gzip
 import heapq
 import itertools
+import numbers
 import os
 import re
 import sys
@@ -181,8 +186,9 @@ class _WordCache(dict):
 class BasicTokenizer:
     """Stage 1: cleaning, CJK splitting, lowercasing, accent stripping, punctuation split.
 
-    strip_accents=None follows `lowercase`, as in Hugging Face's BertTokenizer. Words in
-    `never_split` (after whitespace splitting) are kept exactly as written.
+    strip_accents=None follows `lowercase`, as in Hugging Face's BertTokenizer. A word in
+    `never_split` is kept whole, either as written or once lowercased and accent-stripped
+    (the reference checks at both points).
     """
 
     def __init__(
@@ -220,9 +226,13 @@ class BasicTokenizer:
             word = word.lower()
         if word.isascii():
             # Fast path: ASCII has no accents and no whitespace inside a word.
-            return [word] if word.isalnum() else _ASCII_PUNCT_SPLIT_RE.findall(word)
+            if word.isalnum() or word in self.never_split:
+                return [word]
+            return _ASCII_PUNCT_SPLIT_RE.findall(word)
         if self._do_strip:
             word = _strip_accents(word)
+        if word in self.never_split:
+            return [word]
         pieces = []
         for piece in _split_on_punctuation(word):
             # Lowercasing or NFD could in theory produce whitespace, and the reference
@@ -231,7 +241,7 @@ class BasicTokenizer:
         return pieces
 
     def tokenize(self, text: str) -> list[str]:
-        """Return the basic tokens of `text` (no special-token handling)."""
+        """Return the basic tokens of `text`; special tokens are not cut out first."""
         tokens = []
         for word in self.split_whitespace(text):
             tokens.extend(self.split_word(word))
@@ -256,7 +266,7 @@ def _check_tokens(tokens: list[str], source: str) -> None:
         if token in first_line:
             raise ValueError(
                 f"{source}: duplicate token {token!r} on lines {first_line[token]} and {line}; "
-                "remove one, because a token's line number (from 0) is its id"
+                "remove one, because each token's position in the file is its id"
             )
         first_line[token] = line
     missing = [t for t in SPECIAL_TOKENS if t not in first_line]
@@ -289,8 +299,13 @@ class Tokenizer:
         self.tokens = tokens
         self.ids_to_tokens = tokens
         self.vocab = {token: i for i, token in enumerate(tokens)}
-        self.basic = BasicTokenizer(lowercase, strip_accents, tokenize_chinese_chars, never_split)
         self.user_never_split = frozenset(never_split or ())
+        # The reference passes the special tokens to basic tokenization as never_split too.
+        # That matters when cleaning joins one ("[MA\x00SK]" gives [MASK]).
+        self.basic = BasicTokenizer(
+            lowercase, strip_accents, tokenize_chinese_chars,
+            self.user_never_split | set(SPECIAL_TOKENS),
+        )
 
         self.pad_token_id = self.vocab[PAD]
         self.unk_token_id = self.vocab[UNK]
@@ -307,8 +322,7 @@ class Tokenizer:
         self._special_re = re.compile("(" + "|".join(map(re.escape, by_length)) + ")")
         # Caches from a raw word to its ids or tokens, and from a basic token to its
         # WordPiece tokens or ids, which serve raw words that differ in case or punctuation.
-        self._whole_words = self.user_never_split | set(SPECIAL_TOKENS)
-        self._piece_cache = _WordCache(self.wordpiece)
+        self._piece_cache = _WordCache(self._basic_token_pieces)
         self._piece_id_cache = _WordCache(self._wordpiece_ids)
         self._token_cache = _WordCache(self._split_word_tokens)
         self._id_cache = _WordCache(self._split_word_ids)
@@ -389,19 +403,20 @@ class Tokenizer:
             start = end
         return pieces
 
+    def _basic_token_pieces(self, basic_token: str) -> list[str]:
+        # The reference skips WordPiece for a user's never_split token, even one that is
+        # not in the vocabulary (its id is then [UNK]'s).
+        if basic_token in self.user_never_split:
+            return [basic_token]
+        return self.wordpiece(basic_token)
+
     def _split_word_tokens(self, word: str) -> tuple:
-        if word in self._whole_words:
-            # A user's never_split word, or a special token that cleaning joined
-            # ("[MA\x00SK]"): the reference keeps both whole.
-            return (word,)
         pieces = []
         for basic_token in self.basic.split_word(word):
             pieces.extend(self._piece_cache[basic_token])
         return tuple(pieces)
 
     def _split_word_ids(self, word: str) -> tuple:
-        if word in self._whole_words:
-            return (self.vocab.get(word, self.unk_token_id),)
         ids = []
         for basic_token in self.basic.split_word(word):
             ids.extend(self._piece_id_cache[basic_token])
@@ -409,7 +424,8 @@ class Tokenizer:
 
     def _wordpiece_ids(self, basic_token: str) -> tuple:
         vocab = self.vocab
-        return tuple(vocab[t] for t in self._piece_cache[basic_token])
+        unk = self.unk_token_id
+        return tuple(vocab.get(t, unk) for t in self._piece_cache[basic_token])
 
     def _limit_caches(self) -> None:
         caches = (self._id_cache, self._token_cache, self._piece_cache, self._piece_id_cache)
@@ -439,7 +455,7 @@ class Tokenizer:
         return out
 
     def split_special_tokens(self, text: str) -> list[str]:
-        """Split raw text around special tokens; odd positions hold the special tokens."""
+        """Split raw text around special tokens, which end up at the odd positions."""
         return self._special_re.split(text)
 
     def basic_tokenize(self, text: str) -> list[str]:
@@ -450,10 +466,7 @@ class Tokenizer:
                 tokens.append(part)
                 continue
             for word in self.basic.split_whitespace(part):
-                if word in self._whole_words:
-                    tokens.append(word)
-                else:
-                    tokens.extend(self.basic.split_word(word))
+                tokens.extend(self.basic.split_word(word))
         return tokens
 
     def tokenize(self, text: str) -> list[str]:
@@ -474,7 +487,7 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
         """Map ids to tokens; raise ValueError for an id outside [0, V)."""
-        if isinstance(ids, int):
+        if isinstance(ids, numbers.Integral):
             return self.convert_ids_to_tokens([ids])[0]
         tokens = self.ids_to_tokens
         out = []
@@ -698,7 +711,9 @@ def train_vocab(
     Layout: special tokens, then the alphabet (the `limit_alphabet` most frequent
     characters, in word-initial and '##' forms as they occur), then merged tokens in the
     order learned. A merge joins the adjacent pair with the highest score
-    count(ab) / (count(a) * count(b)) among pairs seen at least `min_frequency` times.
+    count(ab) / (count(a) * count(b)) among pairs seen at least `threshold` times. The
+    threshold starts at a quarter of the most frequent pair's count and halves whenever no
+    pair reaches it, down to `min_frequency`, so frequent words are learned before rare ones.
     Returns fewer than vocab_size tokens when no such pair is left. Words with a
     character outside the alphabet or longer than 100 characters are not learned from.
     """
@@ -749,10 +764,10 @@ def train_vocab(
 def _learn_merges(words, n_merges: int, min_frequency: int, existing: set) -> list[str]:
     """Run the WordPiece merge loop over (word, count) pairs; return the new tokens.
 
-    Symbols are ints. Each step updates only the words that contain the merged pair, and
-    a heap holds one entry per (pair, score) ever seen. An entry is stale when its score
-    no longer equals the pair's current score, because every change of a pair count or
-    of a symbol count pushes a fresh entry for each affected pair.
+    Symbols are ints. Each step updates only the words that contain the merged pair.
+    The heap contains an entry for every (pair, score) pushed so far. An entry whose score
+    differs from the pair's current one is stale and skipped: every change of a pair count
+    or of a symbol count pushes a fresh entry for each pair it affects.
     """
     symbol_ids = {}
     names = []
@@ -785,21 +800,39 @@ def _learn_merges(words, n_merges: int, min_frequency: int, existing: set) -> li
         symbol_pairs[b].add((a, b))
 
     def heap_entry(pair, n):
-        # Highest score first; ties go to the higher count, then to the names in
-        # alphabetical order, so the result does not depend on the order of the texts.
+        # Highest score first, then the higher count, then the names in alphabetical order.
+        # Symbol names break ties, so the result does not depend on the order of the texts.
         a, b = pair
         return (-n / (symbol_count[a] * symbol_count[b]), -n, names[a], names[b], pair)
 
     heap = [heap_entry(p, n) for p, n in pair_count.items() if n >= min_frequency]
     heapq.heapify(heap)
 
+    # The score alone prefers pairs of rare symbols: two letters seen only in one rare word
+    # score 1/c, while "t" + "##h" scores far less, so common words would stay spelled out
+    # letter by letter. A frequency floor fixes that: only pairs seen at least `threshold`
+    # times compete, and the floor halves whenever none is left, down to min_frequency.
     learned = []
-    while len(learned) < n_merges and heap:
+    threshold = max(min_frequency, max(pair_count.values(), default=0) // 4)
+    deferred = []  # valid entries below the current floor
+    while len(learned) < n_merges:
+        if not heap:
+            if threshold <= min_frequency or not deferred:
+                break
+            threshold = max(min_frequency, threshold // 2)
+            heap = [heap_entry(p, pair_count[p]) for p in {e[-1] for e in deferred}
+                    if pair_count.get(p, 0) >= min_frequency]
+            heapq.heapify(heap)
+            deferred = []
+            continue
         entry = heapq.heappop(heap)
         pair = entry[-1]
         n = pair_count.get(pair, 0)
         if n < min_frequency or entry != heap_entry(pair, n):
             continue  # stale: a newer entry for this pair is in the heap
+        if n < threshold:
+            deferred.append(entry)
+            continue
         a, b = pair
 
         # Name the new symbol; "##" of the right part is dropped ("th" + "##e" -> "the").
@@ -868,11 +901,14 @@ def read_corpus(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"corpus file not found: {path}")
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line:
-                yield line
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if line:
+                    yield line
+    except UnicodeDecodeError as e:
+        raise ValueError(f"corpus file {path} is not valid UTF-8: {e}") from None
 
 
 def unk_rate(tokenizer: Tokenizer, texts) -> float:
@@ -962,7 +998,7 @@ def _run_train(args) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"corpus file not found: {path}")
     if args.vocab_size < 1:
-        raise ValueError(f"--vocab-size {args.vocab_size} must be positive")
+        raise ValueError(f"--vocab-size {args.vocab_size} is invalid; use a positive number")
     print(f"training: corpus={args.corpus} vocab_size={args.vocab_size} "
           f"min_frequency={args.min_frequency} limit_alphabet={args.limit_alphabet} "
           f"lowercase={not args.cased}")

