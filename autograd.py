@@ -21,6 +21,7 @@ Use:
     loss = (ag.Tensor(x) @ w).relu().sum()
     loss.backward()                     # w.grad is now d loss / d w
     python autograd.py                  # prints a small graph's values and gradients
+    python autograd.py --help           # what the demo shows
 
 Formulas follow the papers the BERT code uses: GELU(x) = x * Phi(x) with the exact
 normal CDF Phi(x) = (1 + erf(x / sqrt(2))) / 2 ("Gaussian Error Linear Units",
@@ -35,7 +36,8 @@ Limitations:
 - CPU and NumPy only: no GPU, and no multi-threading beyond what the BLAS library does.
 - Gradients are first order: backward closures run on plain arrays, so a gradient of
   a gradient cannot be taken.
-- Exponents of `**` are Python numbers, not tensors.
+- One side of `**` must be a Python number: `t ** 2` and `2 ** t` work, `t ** t`
+  does not, and the base of `2 ** t` must be positive.
 - erf() of float32 input evaluates a rational approximation (error below 1e-7 against
   math.erf). Other input goes through math.erf element by element, which is exact but
   about 100 times slower and meant for float64 gradient checks.
@@ -50,6 +52,8 @@ Limitations:
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import numpy as np
 
@@ -331,6 +335,28 @@ class Tensor:
             # d a**p / d a = p * a**(p - 1)
             np.multiply(g, exponent * a.data ** (exponent - 1), out=g)
             _accumulate(a, g, owned=True)
+
+        return _record(out, _backward)
+
+    def __rpow__(self, base) -> "Tensor":
+        if not np.isscalar(base) or isinstance(base, (str, bytes)):
+            raise TypeError(f"** supports Python number bases only, got {type(base).__name__}")
+        if isinstance(base, np.generic):
+            base = base.item()  # keep the tensor's dtype, as in __pow__
+        if not base > 0:
+            raise ValueError(
+                f"base {base} ** tensor is supported for a positive base only, because its "
+                "gradient needs ln(base)"
+            )
+        a = self
+        out = _result(base ** a.data, (a,))
+        out_data = out.data
+        log_base = math.log(base)
+
+        def _backward(g):
+            # d base**a / d a = base**a * ln(base)
+            np.multiply(g, out_data, out=g)
+            _accumulate(a, np.multiply(g, log_base, out=g), owned=True)
 
         return _record(out, _backward)
 
@@ -1280,5 +1306,33 @@ def _demo() -> None:
     print(f"  b.grad = {b.grad.item():.4f}")
 
 
+USAGE = """usage: python autograd.py [--help]
+
+Runs a demo of reverse-mode automatic differentiation: one neuron y = tanh(x @ w + b)
+with loss (y - target)**2, printed forward step by step, then its gradients worked out
+by hand with the chain rule next to the ones loss.backward() stores. The file takes no
+other arguments; import it (import autograd) to use Tensor in your own code."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if argv:
+        print(f"autograd.py: error: unrecognized arguments: {' '.join(argv)} (see --help)",
+              file=sys.stderr)
+        return 2
+    try:
+        _demo()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of stdout (head, less) quit early. Point stdout at nothing, so the
+        # interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    _demo()
+    sys.exit(main())

@@ -13,6 +13,7 @@ Imports: NumPy, the standard library, autograd.py, layers.py, and tokenizer.py (
 Usage:
     python bert.py convert bert_model.npz hf_dir/     # .npz -> Hugging Face directory
     python bert.py convert hf_dir/ bert_model.npz     # Hugging Face directory -> .npz
+    python bert.py convert --float16 bert_model.npz half.npz    # .npz -> float16 .npz
     from bert import BertConfig, BertForPreTraining, load, save
 Follows: Devlin et al. 2018, "BERT: Pre-training of Deep Bidirectional Transformers for
 Language Understanding", and the weight names of transformers' modeling_bert.py.
@@ -53,6 +54,9 @@ PRESETS = {
 }
 
 NPZ_FORMAT = "numpy-bert/1"
+# A .npz file is a zip archive: it starts with a local file header, or with the
+# end-of-archive record when it is empty.
+NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -128,7 +132,7 @@ class BertConfig:
 
 
 class BertOutput:
-    """What BertModel.encode returns; the lists are filled only when requested."""
+    """Outputs of BertModel.encode; the two lists are filled only when requested."""
 
     def __init__(self, last_hidden_state, pooler_output, hidden_states, attentions):
         self.last_hidden_state = last_hidden_state  # (B, T, C)
@@ -274,8 +278,8 @@ class BertForPreTraining(Module):
         """Return MLM logits and NSP logits (B, 2), where index 0 means "B follows A".
 
         masked_positions: flat indices into the B * T positions. The MLM head then runs only
-        there and returns (M, V) logits, which is where nearly all pre-training compute would
-        otherwise go. Without it the logits cover every position, (B, T, V).
+        there and returns (M, V) logits. Over every position, the (C, V) decoder would cost
+        about as much as the whole mini encoder. Without it the logits are (B, T, V).
         """
         out = self.bert.encode(input_ids, token_type_ids, attention_mask)
         hidden = out.last_hidden_state
@@ -452,6 +456,18 @@ def load_npz(path) -> tuple:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found; train one with train.py")
+    # np.load treats anything that is not a zip archive (or a .npy array) as a pickle, so
+    # without this check a text file or a safetensors file would be called a pickle.
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in NPZ_MAGIC:
+        hint = ""
+        if path.suffix in (".safetensors", ".json"):
+            hint = f"; for a Hugging Face checkpoint, pass its folder {path.parent}"
+        raise ValueError(
+            f"{path} is not a .npz file (expected a numpy-bert model saved by train.py or "
+            f"bert.py convert){hint}"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             entries = {key: npz[key] for key in npz.files}
@@ -920,6 +936,11 @@ def load(path) -> tuple:
     """Load (model, tokenizer) from a numpy-bert .npz file or a Hugging Face directory."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is a folder without config.json; pass a .npz file or a Hugging "
+                "Face checkpoint folder"
+            )
         return load_hf(path)
     model, tokenizer, _, _ = load_npz(path)
     return model, tokenizer
@@ -928,43 +949,105 @@ def load(path) -> tuple:
 # ---------------------------------------------------------------------------- command line
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and exit code 2, like the script's other errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"bert.py: error: {message} (see --help)\n")
+
+
+# Files whose presence marks a folder as a Hugging Face checkpoint that convert would replace.
+_CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
+    """Convert the model at src into dst and return the message to print.
+
+    A dst ending in .npz is written as a numpy-bert file, any other dst as a Hugging Face
+    checkpoint folder. Arguments that cannot work raise ValueError before src is read.
+    """
+    if not src.exists():
+        raise FileNotFoundError(
+            f"{src} not found; pass a numpy-bert .npz file or a Hugging Face checkpoint folder"
+        )
+    to_npz = dst.suffix == ".npz"
+    existed = dst.exists()
+    has_checkpoint = any((dst / name).exists() for name in _CHECKPOINT_FILES)
+    if to_npz:
+        if dst.is_dir():
+            raise ValueError(f"{dst} is a folder; give a .npz file name as DST")
+        if not dst.parent.is_dir():
+            raise FileNotFoundError(f"folder {dst.parent} of DST does not exist; create it first")
+    else:
+        if float16:
+            raise ValueError(
+                "--float16 applies to a .npz DST only; a Hugging Face checkpoint is written "
+                "as float32"
+            )
+        if existed and not dst.is_dir():
+            raise ValueError(
+                f"{dst} is an existing file; give a folder name for a Hugging Face checkpoint "
+                "or a file name ending in .npz"
+            )
+        if has_checkpoint and not force:
+            raise ValueError(f"{dst} already contains a checkpoint; pass --force to replace it")
+
+    notes = []
+    if src.is_dir():
+        model, tokenizer = load(src)
+        metadata = {}
+    else:
+        model, tokenizer, metadata, extra = load_npz(src)
+        if extra:
+            notes.append(
+                f"note: {len(extra)} extra arrays of {src} (optimizer state) are not copied, "
+                f"so {dst} cannot resume training"
+            )
+    if to_npz:
+        metadata = dict(metadata, converted_from=str(src))
+        save(model, tokenizer, dst, metadata=metadata, float16=float16)
+        precision = "float16" if float16 else "float32"
+        replaced = ", replacing the previous file" if existed else ""
+        message = f"wrote {dst} ({precision} weights{replaced})"
+    else:
+        export_hf(model, tokenizer, dst)
+        replaced = " (replaced the previous checkpoint)" if has_checkpoint else ""
+        message = f"wrote {dst}{replaced}"
+    return "\n".join([message, *notes])
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
+        prog="bert.py",
         description="Convert BERT models between numpy-bert .npz files and Hugging Face "
-                    "checkpoint directories.")
+                    "checkpoint folders.")
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser(
-        "convert", help="convert SRC to DST; the direction follows from SRC",
-        description="A .npz SRC is exported as a Hugging Face directory DST; a Hugging Face "
-                    "directory SRC is saved as a .npz file DST.")
-    convert.add_argument("src", help="a numpy-bert .npz file or a Hugging Face BERT directory")
-    convert.add_argument("dst", help="the .npz file or directory to write")
+        "convert", help="convert SRC to DST; the format of DST follows from its name",
+        description="A DST ending in .npz is written as a numpy-bert file (from a .npz or a "
+                    "Hugging Face SRC, optionally as float16); any other DST is written as a "
+                    "Hugging Face checkpoint folder.")
+    convert.add_argument("src", help="a numpy-bert .npz file or a Hugging Face BERT folder")
+    convert.add_argument("dst", help="the .npz file or the checkpoint folder to write")
     convert.add_argument("--float16", action="store_true",
                          help="store weights as float16 in a .npz DST (half the size; loads "
                               "back as float32); default float32")
+    convert.add_argument("--force", action="store_true",
+                         help="replace the checkpoint in a DST folder that already has "
+                              "config.json or model.safetensors (default: reject)")
     convert.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = parser.parse_args(argv)
 
     try:
-        src, dst = Path(args.src), Path(args.dst)
-        if not src.exists():
-            raise FileNotFoundError(f"{src} not found")
-        model, tokenizer = load(src)
-        if src.is_dir():
-            if dst.is_dir():
-                raise ValueError(f"{dst} is a folder; give a .npz file name as DST")
-            save(model, tokenizer, dst, metadata={"converted_from": str(src)},
-                 float16=args.float16)
-        else:
-            if dst.exists() and not dst.is_dir():
-                raise ValueError(f"{dst} is a file; give a folder name as DST")
-            export_hf(model, tokenizer, dst)
+        message = _convert(Path(args.src), Path(args.dst), args.float16, args.force)
     except (OSError, ValueError) as e:
         if args.debug:
             raise
         print(f"bert.py: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, FileNotFoundError) else 1
-    print(f"wrote {dst}")
+        # Bad arguments and unreadable input are usage errors; other OSErrors (a full
+        # disk, a permission problem) are failures.
+        return 2 if isinstance(e, (ValueError, FileNotFoundError)) else 1
+    print(message)
     return 0
 
 

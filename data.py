@@ -815,8 +815,16 @@ def format_instance(data: EpochInstances, index: int, tokenizer) -> str:
     )
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and exit code 2, like the script's other errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"data.py: error: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
+        prog="data.py",
         description="Print a few BERT pre-training instances with their masks and labels."
     )
     parser.add_argument(
@@ -831,8 +839,9 @@ def main(argv: list[str] | None = None) -> int:
         "--vocab-size tokens on the corpus)",
     )
     parser.add_argument(
-        "--vocab-size", type=int, default=8000,
-        help="tokens in the vocabulary trained when --vocab is absent (default: 8000)",
+        "--vocab-size", type=int, default=8192,
+        help="tokens in the vocabulary trained when --vocab is absent, as train.py does "
+        "(default: 8192)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--epoch", type=int, default=0, help="epoch to draw (default: 0)")
@@ -863,9 +872,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no --vocab given: training a vocabulary of {args.vocab_size} tokens "
                   "on the corpus")
             texts = [" ".join(d) for d in documents]
-            tokenizer = tokenization.Tokenizer(
-                tokenization.train_vocab(texts, args.vocab_size)
-            )
+            tokens = tokenization.train_vocab(texts, args.vocab_size)
+            if len(tokens) < args.vocab_size:
+                print(f"note: the corpus yields only {len(tokens)} of the {args.vocab_size} "
+                      "tokens of --vocab-size, because no pair of symbols occurs often "
+                      "enough to merge")
+            tokenizer = tokenization.Tokenizer(tokens)
         started = time.perf_counter()
         data = PretrainingData(
             documents, tokenizer, max_seq_length=args.max_seq_len,

@@ -131,7 +131,7 @@ class Embedding(Module):
         super().__init__()
         weight = normal_init(rng, (num_embeddings, embedding_dim), std)
         if padding_idx is not None:
-            # BERT (and transformers) start the [PAD] row at zero.
+            # transformers starts the [PAD] row at zero (padding_idx), so we do too.
             weight[padding_idx] = 0.0
         self.weight = Parameter(weight)
 

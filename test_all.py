@@ -142,6 +142,8 @@ ELEMENTWISE_CASES = {
     "pow_cube": (lambda a: a ** 3, [randn(2, 3)]),
     "pow_half": (lambda a: a ** 0.5, [positive(2, 3)]),
     "pow_negative": (lambda a: a ** -1.5, [positive(2, 3)]),
+    "rpow_two": (lambda a: 2 ** a, [randn(2, 3)]),
+    "rpow_fraction": (lambda a: 0.3 ** a, [randn(2, 3)]),
     "neg": (lambda a: -a, [randn(2, 3)]),
     "exp": (lambda a: a.exp(), [randn(2, 3)]),
     "log": (lambda a: a.log(), [positive(2, 3)]),
@@ -662,6 +664,8 @@ FLOAT32_OPS = {
     "div_scalar": lambda x, w: x / 3.0,
     "rdiv_scalar": lambda x, w: 1.0 / (x * x + 1),
     "pow_f64": lambda x, w: x ** np.float64(2.0),
+    "rpow_scalar": lambda x, w: 2.0 ** x,
+    "rpow_f64": lambda x, w: np.float64(3.0) ** x,
     "neg": lambda x, w: -x,
     "matmul": lambda x, w: x @ w,
     "matmul_f64_array": lambda x, w: x @ np.ones((4, 2)),
@@ -822,6 +826,22 @@ def test_pow_rejects_tensor_exponent():
         Tensor(np.ones(2)) ** Tensor(np.ones(2))
 
 
+def test_rpow_value_matches_numpy():
+    x = randn(2, 3)
+    np.testing.assert_allclose((2 ** Tensor(x, dtype=F64)).data, 2.0 ** x, rtol=1e-15)
+
+
+@pytest.mark.parametrize("base", [0, -2.0])
+def test_rpow_rejects_non_positive_base(base):
+    with pytest.raises(ValueError, match="positive base"):
+        base ** Tensor(np.ones(2))
+
+
+def test_rpow_rejects_array_base():
+    with pytest.raises(TypeError, match="Python number bases"):
+        np.array([2.0, 3.0]) ** Tensor(np.ones(2))
+
+
 def test_tensor_properties():
     t = Tensor(np.zeros((2, 3)))
     assert (t.shape, t.ndim, t.size, len(t)) == ((2, 3), 2, 6, 2)
@@ -845,6 +865,35 @@ def test_demo_runs():
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "w.grad" in result.stdout
+
+
+def run_autograd(*args):
+    return subprocess.run([sys.executable, str(ROOT / "autograd.py"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_demo_help_does_not_run_demo():
+    result = run_autograd("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python autograd.py")
+    assert "w.grad" not in result.stdout
+
+
+def test_demo_rejects_other_arguments():
+    result = run_autograd("--steps", "3")
+    assert result.returncode == 2
+    assert result.stderr == "autograd.py: error: unrecognized arguments: --steps 3 (see --help)\n"
+
+
+def test_demo_closed_pipe_no_traceback():
+    # The reader closes the pipe before the child writes, as `head` does after its lines.
+    process = subprocess.Popen([sys.executable, str(ROOT / "autograd.py")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert "Traceback" not in stderr
+    assert stderr == ""
 
 
 def test_imports_alone_in_clean_interpreter(tmp_path):
@@ -1263,7 +1312,115 @@ def test_cli_train_reports_short_vocab(tmp_path):
     out = tmp_path / "vocab.txt"
     result = run_cli("train", "--corpus", str(corpus), "--vocab-size", "100", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "note: only" in result.stdout
+    assert "note: the vocabulary has only" in result.stdout
+    assert "--min-frequency" in result.stdout
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith("tokenizer.py: error: ")
+    assert result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def train_cli(tmp_path, corpus, *args):
+    return run_cli("train", "--corpus", str(corpus), "--vocab-size", "30", *args, cwd=tmp_path)
+
+
+def test_cli_train_truncated_gzip(tmp_path):
+    corpus = tmp_path / "cut.txt.gz"
+    corpus.write_bytes(gzip.compress(b"the cat sat on the mat\n" * 50)[:30])
+    assert_one_line_error(train_cli(tmp_path, corpus), 2, "cut.txt.gz", "truncated")
+
+
+def test_cli_train_gz_not_gzip(tmp_path):
+    corpus = tmp_path / "plain.gz"
+    corpus.write_text("the cat\n", encoding="utf-8")
+    assert_one_line_error(train_cli(tmp_path, corpus), 2, "plain.gz", "not gzip data")
+
+
+def test_cli_train_empty_corpus(tmp_path):
+    corpus = tmp_path / "empty.txt"
+    corpus.write_text("\n\n", encoding="utf-8")
+    result = train_cli(tmp_path, corpus)
+    assert_one_line_error(result, 2, "empty.txt", "is empty")
+    assert not (tmp_path / "vocab.txt").exists()
+
+
+def test_cli_train_folder_corpus(tmp_path):
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("the cat sat on the mat\n" * 3, encoding="utf-8")
+    (folder / "sub" / "b.txt.gz").write_bytes(gzip.compress(b"the dog ran\n" * 3))
+    (folder / "skip.md").write_text("zebra\n", encoding="utf-8")
+    out = tmp_path / "vocab.txt"
+    result = train_cli(tmp_path, folder, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    tokens = out.read_text(encoding="utf-8").split()
+    assert "d" in tokens
+    assert "z" not in tokens
+
+
+def test_cli_train_folder_without_text(tmp_path):
+    (tmp_path / "none").mkdir()
+    assert_one_line_error(train_cli(tmp_path, tmp_path / "none"), 2, "none", ".txt or .gz")
+
+
+def test_cli_train_out_missing_folder(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat\n", encoding="utf-8")
+    result = train_cli(tmp_path, corpus, "--out", "missing/v.txt")
+    assert_one_line_error(result, 2, "--out missing/v.txt", "create it first")
+    assert ".tmp" not in result.stderr
+
+
+def test_cli_train_out_is_folder(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat\n", encoding="utf-8")
+    (tmp_path / "dir").mkdir()
+    result = train_cli(tmp_path, corpus, "--out", "dir")
+    assert_one_line_error(result, 2, "--out dir is a folder", "vocab.txt")
+
+
+def test_cli_train_out_unwritable(tmp_path, monkeypatch, capsys):
+    # Root may write into a read-only folder, so the failing temporary file is simulated.
+    def deny_write(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".vocab-x.tmp"))
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat\n", encoding="utf-8")
+    out = tmp_path / "v.txt"
+    monkeypatch.setattr(tokenizer.tempfile, "mkstemp", deny_write)
+    code = tokenizer.main(["train", "--corpus", str(corpus), "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert error == f"tokenizer.py: error: cannot write {out}: Permission denied; " \
+                    "choose a writable folder\n"
+
+
+def test_cli_bad_flag_one_line():
+    assert_one_line_error(run_cli("--max-length", "abc", "hi"), 2, "'abc'", "--help")
+
+
+def test_cli_train_bad_flag_one_line(tmp_path):
+    result = run_cli("train", "--corpus", "c.txt", "--vocab-size", "many", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--vocab-size", "'many'")
+
+
+def test_cli_train_vocab_mode(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat\n" * 3, encoding="utf-8")
+    out = tmp_path / "vocab.txt"
+    assert train_cli(tmp_path, corpus, "--out", str(out)).returncode == 0
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_save_mode_and_error(tmp_path, base_tokenizer):
+    base_tokenizer.save(tmp_path / "vocab.txt")
+    assert (tmp_path / "vocab.txt").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(FileNotFoundError, match="missing.*create it first"):
+        base_tokenizer.save(tmp_path / "missing" / "vocab.txt")
 
 
 def test_cli_help_documents_train():
@@ -1677,6 +1834,102 @@ def test_convert_cli_missing_source(tmp_path):
     assert run.returncode == 2
     assert "nope.npz" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def run_bert(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "bert.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def assert_bert_error(run, *fragments):
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("bert.py: error: ")
+    assert run.stderr.count("\n") == 1, run.stderr
+    for fragment in fragments:
+        assert fragment in run.stderr
+
+
+@pytest.fixture
+def npz_with_state(tmp_path):
+    model, tokenizer = bert.load(TINY_HF)
+    path = tmp_path / "tiny.npz"
+    bert.save(model, tokenizer, path, metadata={"step": 3}, extra={"adam.m": np.ones(2)})
+    return path
+
+
+def test_convert_npz_to_float16_npz(tmp_path, npz_with_state):
+    run = run_bert("convert", "--float16", npz_with_state, "half.npz", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    half = tmp_path / "half.npz"
+    assert half.is_file()
+    with np.load(half) as npz:
+        assert npz["bert.embeddings.word_embeddings.weight"].dtype == np.float16
+    model, _, metadata, extra = bert.load_npz(half)
+    assert metadata == {"step": 3, "converted_from": str(npz_with_state)}
+    assert extra == {}
+    assert "optimizer state" in run.stdout
+    reference, _ = bert.load(TINY_HF)
+    ids = np.random.default_rng(0).integers(0, 120, size=(1, 9))
+    np.testing.assert_allclose(outputs(model, ids)[0], outputs(reference, ids)[0], atol=2e-2)
+
+
+def test_convert_npz_overwrites_npz(tmp_path, npz_with_state):
+    (tmp_path / "old.npz").write_bytes(b"old")
+    run = run_bert("convert", npz_with_state, "old.npz", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("wrote old.npz (float32 weights, replacing the previous file)")
+    assert bert.load(tmp_path / "old.npz")[0].config.vocab_size == 120
+
+
+def test_convert_float16_to_folder_rejected(tmp_path, npz_with_state):
+    run = run_bert("convert", "--float16", npz_with_state, "hf", cwd=tmp_path)
+    assert_bert_error(run, "--float16 applies to a .npz DST only")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_convert_existing_checkpoint_needs_force(tmp_path, npz_with_state):
+    assert run_bert("convert", npz_with_state, "hf", cwd=tmp_path).returncode == 0
+    run = run_bert("convert", npz_with_state, "hf", cwd=tmp_path)
+    assert_bert_error(run, "hf already contains a checkpoint; pass --force")
+    run = run_bert("convert", "--force", npz_with_state, "hf", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "replaced" in run.stdout
+
+
+def test_convert_onto_existing_file(tmp_path, npz_with_state):
+    (tmp_path / "notes").write_text("keep", encoding="utf-8")
+    run = run_bert("convert", npz_with_state, "notes", cwd=tmp_path)
+    assert_bert_error(run, "notes is an existing file")
+    assert (tmp_path / "notes").read_text(encoding="utf-8") == "keep"
+
+
+def test_convert_bad_arguments_one_line(tmp_path):
+    assert_bert_error(run_bert("convert", "only_src.npz", cwd=tmp_path), "dst", "--help")
+
+
+def test_load_text_file_not_npz(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("the cat sat", encoding="utf-8")
+    with pytest.raises(ValueError, match="notes.npz is not a .npz file") as error:
+        bert.load(path)
+    assert "pickle" not in str(error.value)
+
+
+def test_load_safetensors_not_npz():
+    with pytest.raises(ValueError, match="not a .npz file.*pass its folder"):
+        bert.load(TINY_HF / "model.safetensors")
+
+
+def test_load_folder_without_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder without config.json"):
+        bert.load(tmp_path)
+
+
+def test_export_files_readable_by_all(tmp_path):
+    model, tokenizer = bert.load(TINY_HF)
+    bert.export_hf(model, tokenizer, tmp_path / "out")
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "out").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
 
 
 def test_names_and_shapes_match_fixture():
@@ -2414,6 +2667,33 @@ def test_demo_missing_corpus(tmp_path, capsys):
     assert "nope.txt" in error
 
 
+def test_demo_bad_flag_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        data.main(["-n", "-2"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error == "data.py: error: -n -2 is invalid: pass 0 or more instances to print " \
+                    "(see --help)\n"
+
+
+def test_demo_trains_train_py_vocab_size(tmp_path, capsys, monkeypatch):
+    requested = []
+    real_train_vocab = tokenizer.train_vocab
+
+    def recording_train_vocab(texts, vocab_size, *args, **kwargs):
+        requested.append(vocab_size)
+        return real_train_vocab(texts, vocab_size, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "train_vocab", recording_train_vocab)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A cat sat. It slept.\n\nThe dog ran. It barked loudly.\n", encoding="utf-8")
+    code = data.main(["--data", str(corpus), "-n", "1"])
+    output = capsys.readouterr().out
+    assert code == 0
+    assert requested == [8192]
+    assert "of the 8192 tokens of --vocab-size" in output
+
+
 def test_typed_special_tokens_dropped(data_tokenizer):
     documents = [["A [SEP] typed [CLS] here [MASK] too."], ["Another [PAD] document."]]
     instances = PretrainingData(documents, data_tokenizer).instances(0)
@@ -2543,7 +2823,7 @@ def test_train_writes_model_and_checkpoint(tmp_path, tiny_corpus):
                     tmp_path)
     assert run.returncode == 0, run.stderr
     assert "parameters" in run.stdout
-    assert run.stdout.count("validation after epoch") == 2
+    assert run.stdout.count("validation at step") == 2
     model, tokenizer, metadata, extra = bert.load_npz(tmp_path / "m.npz")
     assert isinstance(model, BertForPreTraining)
     assert metadata["steps"] > 0
@@ -2626,7 +2906,40 @@ def test_resume_with_other_config_rejected(tmp_path, tiny_corpus):
     run = run_train(["--resume", "m.ckpt.npz", "--out", "m.npz", *TINY_FLAGS,
                      "--hidden-size", "32"], tmp_path)
     assert run.returncode == 2
-    assert "another config" in run.stderr
+    assert "another config: hidden_size 32 (checkpoint: 24)" in run.stderr
+
+
+def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
+    (tmp_path / "runs").mkdir()
+    flags = ["--data", str(tiny_corpus), "--epochs", "1", "--out", "runs/m.npz", *TINY_FLAGS]
+    assert run_train(flags, tmp_path).returncode == 0
+    again = run_train(["--resume", "runs/m.ckpt.npz"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stdout
+    longer = run_train(["--resume", "runs/m.ckpt.npz", "--epochs", "2"], tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    assert "validation at step" in longer.stdout
+    _, _, metadata, _ = bert.load_npz(tmp_path / "runs" / "m.npz")
+    assert metadata["epochs_completed"] == 2
+    assert not (tmp_path / "bert_model.npz").exists()
+
+
+def test_eval_flags_need_eval_only(tmp_path):
+    run = run_train(["--model", "x.npz", "--json"], tmp_path)
+    assert run.returncode == 2
+    assert "--json, --model only work with --eval-only" in run.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["--lr", "inf"], "--lr inf is invalid"),
+    (["--warmup", "nan"], "--warmup nan is invalid"),
+])
+def test_bad_flag_values_one_line(tmp_path, flags, message):
+    run = run_train(flags, tmp_path)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
 
 
 # ==============================================================================

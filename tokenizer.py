@@ -62,6 +62,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+import zlib
 
 # BERT's special tokens, in the order train_vocab() puts them at the top of a vocabulary.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -661,16 +662,39 @@ def truncate_longest_first(ids_a: list[int], ids_b: list[int] | None, budget: in
 
 
 def _write_lines_atomic(path: str, lines: list[str]) -> None:
+    """Write one line per entry to `path` through a temporary file in the same folder.
+
+    Raises IsADirectoryError or FileNotFoundError naming `path` when it is a folder or
+    its folder does not exist, and any other OSError with `path` (not the temporary
+    file) in the message.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".vocab-", suffix=".tmp", dir=folder)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a folder; give a file path such as {os.path.join(path, 'vocab.txt')}"
+        )
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"cannot write {path}: folder {folder} does not exist; create it first"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".vocab-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise type(e)(
+            f"cannot write {path}: {e.strerror or e}; choose a writable folder"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             for line in lines:
                 f.write(line + "\n")
+        # mkstemp creates the file readable by its owner only; give it a normal file's mode.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise type(e)(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
@@ -714,8 +738,10 @@ def train_vocab(
     count(ab) / (count(a) * count(b)) among pairs seen at least `threshold` times. The
     threshold starts at a quarter of the most frequent pair's count and halves whenever no
     pair reaches it, down to `min_frequency`, so frequent words are learned before rare ones.
-    Returns fewer than vocab_size tokens when no such pair is left. Words with a
-    character outside the alphabet or longer than 100 characters are not learned from.
+    The result can be shorter than vocab_size, without a warning: merging stops when no
+    pair occurs `min_frequency` times, as on a small corpus, so compare its len() with
+    vocab_size. Words with a character outside the alphabet or longer than 100
+    characters are not learned from.
     """
     special_tokens = list(special_tokens)
     missing = [t for t in SPECIAL_TOKENS if t not in special_tokens]
@@ -896,11 +922,53 @@ def _learn_merges(words, n_merges: int, min_frequency: int, existing: set) -> li
 # ---------------------------------------------------------------- command line
 
 
+def corpus_files(path: str) -> list[str]:
+    """List the corpus files of one path: the file itself, or a folder's .txt and .gz files.
+
+    A folder is searched recursively, in sorted order, skipping hidden files and folders.
+    Raises FileNotFoundError for a missing path and ValueError for a folder without
+    .txt or .gz files.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"corpus path {path} not found; pass an existing text or .gz file or a folder"
+        )
+    files = []
+    for folder, subfolders, names in os.walk(path):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        files.extend(
+            os.path.join(folder, name) for name in names
+            if not name.startswith(".") and name.endswith((".txt", ".gz"))
+        )
+    if not files:
+        raise ValueError(
+            f"corpus folder {path} contains no .txt or .gz files; add text files or pass "
+            "a file instead"
+        )
+    return sorted(files)
+
+
 def read_corpus(path: str):
-    """Yield the non-empty lines of a UTF-8 text file, gzip-compressed if it ends in .gz."""
+    """Yield the non-empty lines of a UTF-8 text file, gzip-compressed if it ends in .gz.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file for text
+    that is not UTF-8 and for a .gz file that is not gzip data or is truncated.
+    """
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"corpus file not found: {path}")
-    opener = gzip.open if path.endswith(".gz") else open
+    is_gzip = path.endswith(".gz")
+    if is_gzip:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                raise ValueError(
+                    f"corpus file {path} ends in .gz but is not gzip data; compress it with "
+                    "gzip or rename it"
+                )
+    opener = gzip.open if is_gzip else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             for line in f:
@@ -909,6 +977,11 @@ def read_corpus(path: str):
                     yield line
     except UnicodeDecodeError as e:
         raise ValueError(f"corpus file {path} is not valid UTF-8: {e}") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(
+            f"corpus file {path} is a corrupt or truncated gzip file ({e}); download or "
+            "compress it again"
+        ) from None
 
 
 def unk_rate(tokenizer: Tokenizer, texts) -> float:
@@ -928,18 +1001,27 @@ def _default_vocab_path() -> str:
     return os.path.join(here, "testdata", "bert-base-uncased-vocab.txt")
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and exit code 2, like the script's other errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"tokenizer.py: error: {message} (see --help)\n")
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="tokenizer.py train",
         description="Train a WordPiece vocabulary on a corpus and save it as vocab.txt.",
     )
     parser.add_argument("--corpus", required=True, nargs="+",
-                        help="UTF-8 text file(s), one text per line; .gz files are decompressed")
+                        help="UTF-8 text files or folders of .txt/.gz files, one text per "
+                             "line; .gz files are decompressed")
     parser.add_argument("--vocab-size", type=int, default=8192,
                         help="number of tokens in the vocabulary, special tokens included "
                              "(default: 8192)")
     parser.add_argument("--out", default="vocab.txt",
-                        help="output vocab.txt path, written atomically (default: vocab.txt)")
+                        help="output vocab.txt path, in an existing folder, written "
+                             "atomically (default: vocab.txt)")
     parser.add_argument("--min-frequency", type=int, default=2,
                         help="minimum count of a pair to be merged (default: 2)")
     parser.add_argument("--limit-alphabet", type=int, default=1000,
@@ -950,7 +1032,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="tokenizer.py",
         description="Show how BERT's WordPiece tokenizer turns text into ids, stage by stage.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -993,18 +1075,37 @@ def _run_demo(args) -> None:
     print(f"7. decode(): {tok.decode(encoded['input_ids'])!r}")
 
 
+def _check_out_path(path: str) -> None:
+    """Reject an --out that cannot be written before training spends minutes on it."""
+    if os.path.isdir(path):
+        raise ValueError(
+            f"--out {path} is a folder; give a file path such as "
+            f"{os.path.join(path, 'vocab.txt')}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"--out {path}: folder {folder} does not exist; create it first or choose "
+            "another path"
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(
+            f"--out {path}: folder {folder} is not writable; choose another path"
+        )
+
+
 def _run_train(args) -> None:
-    for path in args.corpus:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"corpus file not found: {path}")
     if args.vocab_size < 1:
         raise ValueError(f"--vocab-size {args.vocab_size} is invalid; use a positive number")
-    print(f"training: corpus={args.corpus} vocab_size={args.vocab_size} "
+    files = [f for path in args.corpus for f in corpus_files(path)]
+    _check_out_path(args.out)
+    print(f"training: corpus={args.corpus} ({len(files)} file{'s' * (len(files) > 1)}) "
+          f"vocab_size={args.vocab_size} "
           f"min_frequency={args.min_frequency} limit_alphabet={args.limit_alphabet} "
           f"lowercase={not args.cased}")
 
     def texts():
-        for path in args.corpus:
+        for path in files:
             yield from read_corpus(path)
 
     start = time.perf_counter()
@@ -1013,11 +1114,18 @@ def _run_train(args) -> None:
         lowercase=not args.cased,
     )
     seconds = time.perf_counter() - start
+    if len(tokens) == len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"corpus {', '.join(args.corpus)} is empty: it contains no words, only blank "
+            "lines; pass a file with one text per line"
+        )
     _write_lines_atomic(args.out, tokens)
     print(f"wrote {args.out}: {len(tokens)} tokens in {seconds:.1f} s")
     if len(tokens) < args.vocab_size:
-        print(f"note: only {len(tokens)} tokens; no pair was left with count >= "
-              f"{args.min_frequency}")
+        print(f"note: the vocabulary has only {len(tokens)} of the {args.vocab_size} tokens "
+              f"of --vocab-size, because no pair of symbols is left that occurs "
+              f"--min-frequency {args.min_frequency} times or more; use a larger corpus or "
+              "a lower --min-frequency")
     tok = Tokenizer(tokens, lowercase=not args.cased)
     print(f"[UNK] rate on the corpus: {100 * unk_rate(tok, texts()):.3f}%")
 
@@ -1030,10 +1138,10 @@ def main(argv=None) -> int:
     try:
         _run_train(args) if training else _run_demo(args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"tokenizer.py: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"tokenizer.py: error: {e}", file=sys.stderr)
         return 1
     return 0
 

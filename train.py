@@ -4,10 +4,11 @@
     python train.py --resume bert_model.ckpt.npz  # continue a stopped run exactly
     python train.py --eval-only --model bert_model.npz --json
 
-The loop: read and split the corpus (data.py), train a WordPiece vocabulary if none is given
-(tokenizer.py), build BertForPreTraining (bert.py), then for every batch run the forward pass,
-the MLM + NSP loss, backward(), global-norm gradient clipping and an AdamW step under a linear
-warm-up then linear decay schedule. Each epoch ends with a validation pass and a checkpoint.
+The loop reads and splits the corpus (data.py), trains a WordPiece vocabulary if none is
+given (tokenizer.py) and builds BertForPreTraining (bert.py). Then every batch runs the
+forward pass, the MLM + NSP loss, backward(), global-norm gradient clipping and an AdamW step,
+with a linear warm-up then linear decay of the learning rate. Each epoch ends with a
+validation pass and a checkpoint.
 
 Two files come out. --out (bert_model.npz) is the model for infer.py: weights, config,
 vocabulary and training metadata. The checkpoint (--checkpoint, default <out>.ckpt.npz) adds
@@ -30,6 +31,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -188,6 +190,18 @@ def format_metrics(metrics: dict) -> str:
             f"{metrics['instances']} instances")
 
 
+def hardware_description() -> str:
+    """CPU model and core count, as /proc/cpuinfo names them (Linux), for the metadata."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, NumPy {np.__version__}"
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -198,63 +212,89 @@ def format_duration(seconds: float) -> str:
 # ---------------------------------------------------------------------------- command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Pre-train BERT (MLM + NSP) on a text corpus and save bert_model.npz.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add("--epochs", type=int, default=3, help="passes over the training documents")
-    add("--data", nargs="+", default=[str(DEFAULT_CORPUS)],
-        help="corpus files or folders: plain text or .gz, documents separated by blank lines")
-    add("--out", default="bert_model.npz", help="model file written at each epoch's end")
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and a pointer to --help, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
+    """The command line. with_defaults=False leaves out every flag not given, which tells
+    the flags a user typed apart from defaults (--resume and --eval-only need that)."""
+    parser = ArgumentParser(
+        prog="train.py",
+        description="Pre-train BERT (MLM + NSP) on a text corpus and save bert_model.npz.")
+
+    def add(*names, default=None, **kwargs):
+        parser.add_argument(*names, default=default if with_defaults else argparse.SUPPRESS,
+                            **kwargs)
+
+    add("--epochs", type=int, default=3,
+        help="passes over the training documents (default: 3)")
+    add("--data", nargs="+", default=[str(DEFAULT_CORPUS)], metavar="PATH",
+        help="corpus files or folders: plain text or .gz, documents separated by blank lines "
+             "(default: wiki-vital-en.txt.gz beside train.py)")
+    add("--out", default="bert_model.npz",
+        help="model file written at each epoch's end, replacing an existing one "
+             "(default: bert_model.npz)")
     add("--checkpoint", default=None,
-        help="training checkpoint (weights + optimizer state) written at each epoch's end "
-             "and on Ctrl-C; default: --out with .ckpt.npz in place of .npz")
-    add("--model-size", default="mini", choices=list(bert.PRESETS),
-        help="size preset (layers/hidden): tiny 2/128, mini 4/256, small 4/512, "
-             "medium 8/512, base 12/768")
-    add("--num-layers", type=int, default=None, help="override the preset's layer count")
-    add("--hidden-size", type=int, default=None, help="override the preset's hidden size")
-    add("--num-heads", type=int, default=None, help="override the preset's attention heads")
-    add("--intermediate-size", type=int, default=None,
-        help="override the preset's feed-forward size (default: 4 x hidden)")
-    add("--dropout", type=float, default=0.1, help="hidden and attention dropout probability")
-    add("--vocab", default=None,
-        help="WordPiece vocab.txt to use; default: train one on the corpus (--vocab-size)")
-    add("--vocab-size", type=int, default=8192, help="tokens in a newly trained vocabulary")
-    add("--batch-size", type=int, default=32, help="sentence pairs per batch")
-    add("--max-seq-len", type=int, default=128, help="tokens per pair, [CLS] and [SEP] included")
-    add("--lr", type=float, default=1e-3, help="peak learning rate")
+        help="training checkpoint (weights and optimizer state) written at each epoch's end "
+             "and on Ctrl-C (default: --out with .ckpt.npz in place of .npz)")
+    add("--model-size", default=None, choices=list(bert.PRESETS),
+        help="size preset, layers/hidden: tiny 2/128, mini 4/256, small 4/512, medium "
+             "8/512, base 12/768 (default: mini)")
+    add("--num-layers", type=int, help="encoder layers (default: the preset's)")
+    add("--hidden-size", type=int, help="hidden size (default: the preset's)")
+    add("--num-heads", type=int, help="attention heads (default: hidden size / 64)")
+    add("--intermediate-size", type=int,
+        help="feed-forward size (default: 4 x hidden size)")
+    add("--dropout", type=float, help="hidden and attention dropout probability (default: 0.1)")
+    add("--vocab", help="WordPiece vocab.txt to use (default: train one on the corpus)")
+    add("--vocab-size", type=int, default=8192,
+        help="tokens in a newly trained vocabulary (default: 8192)")
+    add("--batch-size", type=int, default=32, help="sentence pairs per batch (default: 32)")
+    add("--max-seq-len", type=int, default=128,
+        help="tokens per pair, [CLS] and [SEP] included (default: 128)")
+    add("--lr", type=float, default=1e-3, help="peak learning rate (default: 0.001)")
     add("--warmup", type=float, default=0.05,
-        help="warm-up length: a number of optimizer steps, or a fraction of all steps if < 1")
+        help="warm-up length: optimizer steps, or a fraction of all steps if below 1 "
+             "(default: 0.05)")
     add("--weight-decay", type=float, default=0.01,
-        help="AdamW decoupled weight decay (not on biases or LayerNorm weights)")
+        help="AdamW decoupled weight decay, not on biases or LayerNorm weights (default: 0.01)")
     add("--grad-accum", type=int, default=1,
-        help="batches whose gradients are summed into one optimizer step")
-    add("--max-steps", type=int, default=None,
-        help="optimizer steps in the whole run, overriding --epochs for the schedule")
-    add("--stop-at", type=int, default=None,
+        help="batches whose gradients are summed into one optimizer step (default: 1)")
+    add("--max-steps", type=int,
+        help="optimizer steps in the whole run, in place of --epochs (default: none)")
+    add("--stop-at", type=int,
         help="save a checkpoint and exit after this optimizer step; the schedule still spans "
-             "the whole run, so --resume continues it (for runs split across sessions)")
+             "the whole run, so --resume continues it (default: none)")
     add("--seed", type=int, default=0,
-        help="seed for initial weights, data pairs and masks, and dropout")
-    add("--resume", default=None, metavar="CHECKPOINT", help="continue from this checkpoint")
-    add("--eval-only", action="store_true",
-        help="evaluate --model on the validation split of --data and exit")
+        help="seed of the initial weights, sentence pairs, masks and dropout (default: 0)")
+    add("--resume", metavar="CHECKPOINT",
+        help="continue the run saved in this .ckpt.npz file, with its settings; a larger "
+             "--epochs or --max-steps extends it (default: start a new run)")
+    add("--eval-only", action="store_true", default=False,
+        help="evaluate --model on the validation documents of --data and exit")
     add("--eval-split", choices=("valid", "all"), default="valid",
-        help="with --eval-only: the held-out documents of --data, or all of them")
-    add("--model", default="bert_model.npz", help="model evaluated by --eval-only")
-    add("--json", action="store_true", help="with --eval-only: print one JSON object")
+        help="with --eval-only: the held-out documents of --data, or all (default: valid)")
+    add("--model", default="bert_model.npz",
+        help="with --eval-only: the model to evaluate (default: bert_model.npz)")
+    add("--json", action="store_true", default=False,
+        help="with --eval-only: print one JSON object")
     add("--valid-fraction", type=float, default=0.02,
-        help="share of documents held out for validation (chosen by a hash of their text)")
-    add("--log-every", type=int, default=20, help="optimizer steps between progress lines")
-    add("--float16", action="store_true",
-        help="store --out weights as float16 (half the size; loads back as float32)")
-    add("--debug", action="store_true", help="show full tracebacks on errors")
+        help="share of documents held out for validation, chosen by a hash of their text "
+             "(default: 0.02)")
+    add("--log-every", type=int, default=20,
+        help="optimizer steps between progress lines (default: 20)")
+    add("--float16", action="store_true", default=False,
+        help="store --out weights as float16: half the size, loads back as float32")
+    add("--debug", action="store_true", default=False, help="show full tracebacks on errors")
     return parser
 
 
-def check_args(args) -> None:
+def check_args(args, explicit: set) -> None:
+    """Reject invalid flag values before any work starts, naming the flag and the fix."""
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size,
                 "--max-seq-len": args.max_seq_len, "--grad-accum": args.grad_accum,
                 "--log-every": args.log_every, "--vocab-size": args.vocab_size}
@@ -264,13 +304,18 @@ def check_args(args) -> None:
     for flag, value in {"--max-steps": args.max_steps, "--stop-at": args.stop_at}.items():
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value} is invalid; pass a whole number of 1 or more")
+    floats = {"--lr": args.lr, "--warmup": args.warmup, "--weight-decay": args.weight_decay,
+              "--dropout": args.dropout, "--valid-fraction": args.valid_fraction}
+    for flag, value in floats.items():
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{flag} {value} is invalid; pass a finite number")
     if not args.lr > 0:
         raise UsageError(f"--lr {args.lr} is invalid; pass a positive learning rate")
     if args.warmup < 0:
         raise UsageError(f"--warmup {args.warmup} is invalid; pass 0 or more")
     if args.weight_decay < 0:
         raise UsageError(f"--weight-decay {args.weight_decay} is invalid; pass 0 or more")
-    if not 0.0 <= args.dropout < 1.0:
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout {args.dropout} is invalid; pass a probability in [0, 1)")
     if not 0.0 < args.valid_fraction < 1.0:
         raise UsageError(f"--valid-fraction {args.valid_fraction} is invalid; pass 0 < f < 1")
@@ -281,11 +326,32 @@ def check_args(args) -> None:
                          "(max_position_embeddings) of a new model; pass 512 or less")
     if args.resume and args.eval_only:
         raise UsageError("--resume and --eval-only do not combine; use --model to evaluate")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist; create it first")
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name such as bert_model.npz")
+    eval_flags = sorted({"model", "json", "eval_split"} & explicit)
+    if eval_flags and not args.eval_only:
+        names = ", ".join("--" + name.replace("_", "-") for name in eval_flags)
+        raise UsageError(f"{names} only work with --eval-only; add --eval-only to evaluate, "
+                         "or --resume CHECKPOINT to continue training")
+    if args.resume and Path(args.resume).is_dir():
+        raise UsageError(f"--resume {args.resume} is a folder; pass the .ckpt.npz file a "
+                         "training run wrote")
+    if not args.eval_only:
+        check_writable(Path(args.out), "--out")
+        if args.checkpoint:
+            check_writable(Path(args.checkpoint), "--checkpoint")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, not after hours of training, if path cannot be written."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name such as bert_model.npz")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: folder {path.parent} does not exist; create it first")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot write to folder {path.parent} "
+                         f"({e.strerror}); choose another folder") from None
 
 
 def checkpoint_path(args) -> Path:
@@ -296,13 +362,30 @@ def checkpoint_path(args) -> Path:
     return out.with_name(stem + ".ckpt.npz")
 
 
+def usable_batches(data, epoch: int, args) -> int:
+    """Batches of an epoch that fill whole optimizer steps (all of them without --grad-accum)."""
+    count = data.num_batches(args.batch_size, epoch)
+    return count - count % args.grad_accum or count
+
+
 def load_corpus(paths, valid_fraction: float):
     documents = read_documents(paths)
     return split_documents(documents, valid_fraction)
 
 
-def run_eval_only(args) -> int:
-    model, tokenizer = bert.load(args.model)
+def run_eval_only(args, explicit: set) -> int:
+    """Print validation metrics of --model; settings not given come from its training run."""
+    if Path(args.model).is_dir():
+        model, tokenizer = bert.load(args.model)
+        metadata = {}
+    else:
+        model, tokenizer, metadata, _ = bert.load_npz(args.model)
+    # The numbers stored with a model were measured with its training settings, so use
+    # them unless a flag says otherwise: that is what makes the evaluation reproduce them.
+    settings = metadata.get("settings", {})
+    for key in ("max_seq_len", "seed", "valid_fraction"):
+        if key in settings and key not in explicit:
+            setattr(args, key, settings[key])
     if not isinstance(model, BertForPreTraining):
         raise UsageError(f"--model {args.model} has no pre-training heads to evaluate")
     if args.max_seq_len > model.config.max_position_embeddings:
@@ -323,42 +406,31 @@ def run_eval_only(args) -> int:
     return 0
 
 
-def train(args) -> int:
-    started = time.time()
-    # Every step frees and reallocates the same activation buffers; keeping the freed
-    # memory mapped avoids page faults that otherwise cost a third of a layer's time.
-    autograd.reuse_freed_memory()
-    ckpt_path = checkpoint_path(args)
+SIZE_FLAGS = {"model_size": "--model-size", "num_layers": "--num-layers",
+              "hidden_size": "--hidden-size", "num_heads": "--num-heads",
+              "intermediate_size": "--intermediate-size", "dropout": "--dropout"}
 
-    # 1. Model, tokenizer and optimizer state: fresh or from a checkpoint.
-    state = None
-    if args.resume:
-        model, tokenizer, state, extra = bert.load_npz(args.resume)
-        if "optimizer_step" not in state:
-            raise UsageError(f"--resume {args.resume} is a model file, not a training "
-                             "checkpoint; pass the .ckpt.npz file")
-        saved = state["args"]
-        requested = BertConfig.from_preset(
-            args.model_size, vocab_size=model.config.vocab_size,
-            num_hidden_layers=args.num_layers, hidden_size=args.hidden_size,
-            num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
-            hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
-            max_position_embeddings=model.config.max_position_embeddings,
-            pad_token_id=model.config.pad_token_id)
-        if requested != model.config:
-            raise UsageError(f"--resume {args.resume} holds a model of another config; pass "
-                             f"the same size flags as the run that wrote it "
-                             f"(--model-size {saved['model_size']})")
-        for key in ("epochs", "batch_size", "max_seq_len", "lr", "warmup", "weight_decay",
-                    "grad_accum", "max_steps", "seed", "valid_fraction", "data"):
-            if getattr(args, key) != saved[key] and not (
-                    key == "data" and args.data == [str(DEFAULT_CORPUS)]):
-                print(f"note: --{key.replace('_', '-')} {getattr(args, key)} differs from the "
-                      f"checkpoint's {saved[key]}; using the checkpoint's value")
-            setattr(args, key, saved[key])
-    train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
 
-    if state is None:
+def config_from_args(args, vocab_size: int, pad_token_id: int) -> BertConfig:
+    return BertConfig.from_preset(
+        args.model_size, vocab_size=vocab_size, num_hidden_layers=args.num_layers,
+        hidden_size=args.hidden_size, num_attention_heads=args.num_heads,
+        intermediate_size=args.intermediate_size, hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.dropout, pad_token_id=pad_token_id,
+        max_position_embeddings=512)
+
+
+def prepare_model(args, explicit: set):
+    """Build a fresh model and tokenizer, or load them from the --resume checkpoint.
+
+    Returns (model, tokenizer, checkpoint metadata or None, checkpoint arrays or None,
+    training documents, validation documents). On --resume the run keeps the checkpoint's
+    settings, output paths and model size; a larger --epochs or --max-steps extends it.
+    """
+    if not args.resume:
+        args.model_size = args.model_size or "mini"
+        args.dropout = 0.1 if args.dropout is None else args.dropout
+        train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
         if args.vocab:
             tokenizer = Tokenizer.from_file(args.vocab)
         else:
@@ -368,14 +440,71 @@ def train(args) -> int:
             texts = (sentence for document in train_docs for sentence in document)
             tokenizer = Tokenizer(train_vocab(texts, args.vocab_size))
             print(f"  done in {time.time() - t0:.1f} s", flush=True)
-        config = BertConfig.from_preset(
-            args.model_size, vocab_size=len(tokenizer),
-            num_hidden_layers=args.num_layers, hidden_size=args.hidden_size,
-            num_attention_heads=args.num_heads, intermediate_size=args.intermediate_size,
-            hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
-            pad_token_id=tokenizer.pad_token_id,
-            max_position_embeddings=512)
+            if len(tokenizer) < args.vocab_size:
+                print(f"note: the corpus supports only {len(tokenizer):,} tokens, fewer than "
+                      f"--vocab-size {args.vocab_size:,}")
+        config = config_from_args(args, len(tokenizer), tokenizer.pad_token_id)
         model = BertForPreTraining(config, seed=args.seed)
+        return model, tokenizer, None, None, train_docs, valid_docs
+
+    model, tokenizer, state, extra = bert.load_npz(args.resume)
+    if "optimizer_step" not in state:
+        raise UsageError(f"--resume {args.resume} is a model file, not a training "
+                         "checkpoint; pass the .ckpt.npz file")
+    saved = state["args"]
+
+    # The model size: given size flags must describe the checkpoint's model.
+    given = {key: getattr(args, key) for key in SIZE_FLAGS if key in explicit}
+    for key in SIZE_FLAGS:
+        setattr(args, key, saved[key])
+    if given:
+        requested = config_from_args(argparse.Namespace(**dict(saved, **given)),
+                                     model.config.vocab_size, model.config.pad_token_id)
+        differences = [f"{name} {getattr(requested, name)} (checkpoint: {value})"
+                       for name, value in model.config.to_dict().items()
+                       if getattr(requested, name) != value]
+        if differences:
+            raise UsageError(f"--resume {args.resume} contains a model with another config: "
+                             f"{', '.join(differences)}; drop the size flags to continue "
+                             "with the checkpoint's")
+
+    # The run: the checkpoint's settings, except a longer (or shorter) schedule on request.
+    for key in ("epochs", "max_steps"):
+        if key in explicit and getattr(args, key) != saved[key]:
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaces the "
+                  f"checkpoint's {saved[key]}; the learning-rate decay is re-planned")
+            if key == "epochs" and "max_steps" not in explicit:
+                args.max_steps = None
+        else:
+            setattr(args, key, saved[key])
+    for key in ("batch_size", "max_seq_len", "lr", "warmup", "weight_decay", "grad_accum",
+                "seed", "valid_fraction", "data", "out", "checkpoint", "float16", "vocab",
+                "vocab_size", "log_every"):
+        if key in explicit and getattr(args, key) != saved[key] and key in (
+                "out", "checkpoint", "float16", "log_every"):
+            continue  # where to write and how often to log may change on resume
+        if key in explicit and getattr(args, key) != saved[key]:
+            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} is ignored; the "
+                  f"checkpoint's run uses {saved[key]}")
+        setattr(args, key, saved[key])
+    train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
+    return model, tokenizer, state, extra, train_docs, valid_docs
+
+
+def train(args, explicit: set) -> int:
+    started = time.time()
+    # Every step frees and reallocates the same activation buffers. Keeping the freed
+    # memory mapped avoids page faults, which otherwise cost a third of a layer's time.
+    autograd.reuse_freed_memory()
+    # Absolute paths, so that --resume works from any folder.
+    args.data = [str(Path(p).resolve()) for p in args.data]
+    args.out = str(Path(args.out).resolve())
+    if args.checkpoint:
+        args.checkpoint = str(Path(args.checkpoint).resolve())
+
+    # 1. Model, tokenizer and optimizer state: fresh or from a checkpoint.
+    model, tokenizer, state, extra, train_docs, valid_docs = prepare_model(args, explicit)
+    ckpt_path = checkpoint_path(args)
     config = model.config
     if args.max_seq_len > config.max_position_embeddings:
         raise UsageError(f"--max-seq-len {args.max_seq_len} exceeds the model's "
@@ -393,6 +522,7 @@ def train(args) -> int:
     steps_per_epoch = max(1, batches_per_epoch // args.grad_accum)
     if args.max_steps:
         total_steps = args.max_steps
+        # One spare epoch: later epochs may have a few batches fewer than the first.
         epochs = math.ceil(total_steps / steps_per_epoch) + 1
     else:
         epochs = args.epochs
@@ -410,6 +540,11 @@ def train(args) -> int:
         optimizer.load_state_arrays(extra, state["optimizer_step"], args.resume)
         autograd.set_rng_state(state["rng_state"])
         epoch, batch_index = state["epoch"], state["batch_index"]
+        if optimizer.step_count >= total_steps:
+            print(f"nothing to do: {args.resume} already completed {optimizer.step_count:,} "
+                  f"of {total_steps:,} steps; pass a larger --epochs or --max-steps to train "
+                  "longer")
+            return 0
 
     # 3. What is about to happen, so a log explains itself.
     parameter_count = sum(p.size for p in model.parameters())
@@ -418,10 +553,15 @@ def train(args) -> int:
           f"{config.hidden_size}, {config.num_attention_heads} heads, intermediate "
           f"{config.intermediate_size}, vocabulary {config.vocab_size:,}; "
           f"{parameter_count:,} parameters")
-    print(f"schedule: {total_steps:,} steps over {epochs} epochs, warm-up {warmup} steps, "
+    planned_epochs = total_steps / steps_per_epoch if args.max_steps else epochs
+    print(f"schedule: {total_steps:,} steps over {planned_epochs:.3g} epochs, warm-up "
+          f"{warmup} steps, "
           f"peak lr {args.lr:g}, up to {args.batch_size * args.grad_accum * args.max_seq_len:,} "
           f"tokens per step")
     print(f"writing the model to {args.out} and checkpoints to {ckpt_path}")
+    if Path(args.out).exists() and state is None:
+        print(f"note: {args.out} exists and is replaced at the end of the first epoch; "
+              "pass --out to keep it")
     if state is None:
         sample = train_data.instances(0)
         print("the first training instances ({input→label} marks a masked position):")
@@ -443,7 +583,7 @@ def train(args) -> int:
             "command": "python train.py " + " ".join(sys.argv[1:]),
             "model_size": args.model_size, "steps": optimizer.step_count,
             "epochs_completed": epoch, "train_seconds": round(time.time() - started, 1),
-            "hardware": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor()}",
+            "hardware": hardware_description(), "settings": vars(args),
             "numpy": np.__version__, "validation": metrics, "seed": args.seed,
         }
         bert.save(model, tokenizer, args.out, metadata=metadata, float16=args.float16)
@@ -466,7 +606,7 @@ def train(args) -> int:
     try:
         while epoch < epochs and optimizer.step_count < total_steps:
             batches = train_data.batches(epoch, args.batch_size)
-            usable = len(batches) - len(batches) % args.grad_accum or len(batches)
+            usable = usable_batches(train_data, epoch, args)
             while batch_index < usable and optimizer.step_count < total_steps:
                 if interrupted:
                     save_checkpoint()
@@ -521,7 +661,8 @@ def train(args) -> int:
             if batch_index >= usable:
                 epoch, batch_index = epoch + 1, 0
             metrics = evaluate(model, valid_batches)
-            print(f"validation after epoch {epoch}: {format_metrics(metrics)}", flush=True)
+            print(f"validation at step {optimizer.step_count} (epoch {epoch}): "
+                  f"{format_metrics(metrics)}", flush=True)
             save_checkpoint()
             save_model(metrics)
     finally:
@@ -531,13 +672,13 @@ def train(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    explicit = set(vars(build_parser(with_defaults=False).parse_args(argv)))
     try:
-        check_args(args)
+        check_args(args, explicit)
         if args.eval_only:
-            return run_eval_only(args)
-        return train(args)
+            return run_eval_only(args, explicit)
+        return train(args, explicit)
     except (ValueError, FileNotFoundError) as e:
         # Bad flags and bad input files (missing, empty, corrupt): the user can fix them.
         if args.debug:
