@@ -2924,6 +2924,28 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     assert not (tmp_path / "bert_model.npz").exists()
 
 
+def test_shipped_model_reproduces_its_evaluation(tmp_path):
+    _, _, metadata, _ = bert.load_npz(ROOT / "bert_model.npz")
+    run = run_train(["--eval-only", "--model", str(ROOT / "bert_model.npz"), "--json"],
+                    tmp_path)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads(run.stdout)
+    for key in ("mlm_accuracy", "mlm_top5_accuracy", "nsp_accuracy", "instances"):
+        assert metrics[key] == metadata["evaluation"][key], key
+    assert abs(metrics["perplexity"] - metadata["evaluation"]["perplexity"]) < 1e-6
+
+
+def test_shipped_model_file():
+    path = ROOT / "bert_model.npz"
+    assert path.stat().st_size <= 20 * 2**20
+    model, tokenizer, metadata, extra = bert.load_npz(path)
+    assert isinstance(model, BertForPreTraining)
+    assert extra == {}
+    assert metadata["command"].startswith("python train.py")
+    assert metadata["steps"] > 0
+    assert len(tokenizer) == model.config.vocab_size
+
+
 def test_eval_flags_need_eval_only(tmp_path):
     run = run_train(["--model", "x.npz", "--json"], tmp_path)
     assert run.returncode == 2
@@ -2954,7 +2976,7 @@ REFERENCE = ROOT / "testdata" / "fill_mask_reference.json"
 
 # Models the generic tests run on. To add the shipped model, append ROOT / "bert_model.npz".
 # The .npz path is covered by test_npz_matches_directory on the tiny model.
-MODELS = [TINY_HF]
+MODELS = [TINY_HF, ROOT / "bert_model.npz"]
 
 # tiny_hf has max_position_embeddings 32, so 30 tokens fit between [CLS] and [SEP].
 TINY_BUDGET = 30
