@@ -731,7 +731,9 @@ def _accumulate(tensor: Tensor, grad: np.ndarray, owned: bool) -> None:
         grad = np.array(grad, dtype=tensor.data.dtype)
         owned = True
     if tensor.grad is None:
-        tensor.grad = grad if owned else grad.copy()
+        # copy() returns C order: a transposed view (the tied MLM decoder's gradient is one)
+        # would otherwise make every later add, norm and optimizer pass several times slower.
+        tensor.grad = grad if owned and grad.flags.c_contiguous else grad.copy()
     else:
         tensor.grad += grad
 

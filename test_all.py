@@ -922,6 +922,13 @@ def test_gelu_float32_saturates_far_out():
     np.testing.assert_array_equal(out, [0.0, 0.0, 30.0, 1e6])
 
 
+def test_leaf_gradient_is_contiguous():
+    weight = Tensor(np.random.default_rng(0).standard_normal((5, 3)), requires_grad=True)
+    x = Tensor(np.ones((2, 3)))
+    (x @ weight.T).sum().backward()
+    assert weight.grad.flags.c_contiguous
+
+
 def test_rng_state_round_trip():
     ag.manual_seed(3)
     x = Tensor(np.ones((4, 50)))
