@@ -2939,7 +2939,8 @@ def test_shipped_model_reproduces_its_evaluation(tmp_path):
     metrics = json.loads(run.stdout)
     for key in ("mlm_accuracy", "mlm_top5_accuracy", "nsp_accuracy", "instances"):
         assert metrics[key] == metadata["evaluation"][key], key
-    assert abs(metrics["perplexity"] - metadata["evaluation"]["perplexity"]) < 1e-6
+    # The BLAS thread count changes float32 rounding in the loss, not the argmax.
+    assert metrics["perplexity"] == pytest.approx(metadata["evaluation"]["perplexity"], rel=1e-5)
 
 
 def test_shipped_model_file():
