@@ -418,7 +418,7 @@ def save(model: Module, tokenizer, path, metadata: dict | None = None,
          extra: dict | None = None, float16: bool = False) -> None:
     """Write model, vocabulary, tokenizer options and metadata to one .npz file, atomically.
 
-    Weights use Hugging Face names and layout. `extra` holds further arrays (a training
+    Weights use Hugging Face names and layout. `extra` contains further arrays (a training
     checkpoint stores its optimizer moments there). float16 halves the file; weights load back
     as float32.
     """
@@ -860,12 +860,6 @@ def load_hf(directory) -> tuple:
 
     directory = Path(directory)
     config_values = read_hf_config(directory / "config.json")
-    position_type = config_values.get("position_embedding_type", "absolute")
-    if position_type != "absolute":
-        raise ValueError(
-            f"{directory / 'config.json'}: position_embedding_type {position_type!r} is not "
-            "supported; only 'absolute' is"
-        )
     try:
         config = BertConfig.from_dict(config_values)
     except (TypeError, ValueError) as e:

@@ -220,8 +220,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
-    """The command line. with_defaults=False leaves out every flag not given, which tells
-    the flags a user typed apart from defaults (--resume and --eval-only need that)."""
+    """Build the command line parser.
+
+    with_defaults=False leaves out every flag not given, so parsing with it returns only the
+    flags a user typed, which --resume and --eval-only need to tell apart from defaults."""
     parser = ArgumentParser(
         prog="train.py",
         description="Pre-train BERT (MLM + NSP) on a text corpus and save bert_model.npz.")
@@ -380,8 +382,8 @@ def run_eval_only(args, explicit: set) -> int:
         metadata = {}
     else:
         model, tokenizer, metadata, _ = bert.load_npz(args.model)
-    # The numbers stored with a model were measured with its training settings, so use
-    # them unless a flag says otherwise: that is what makes the evaluation reproduce them.
+    # The numbers stored with a model were measured with its training settings. Using them
+    # unless a flag overrides them makes the evaluation reproduce those numbers.
     settings = metadata.get("settings", {})
     for key in ("max_seq_len", "seed", "valid_fraction"):
         if key in settings and key not in explicit:
@@ -477,12 +479,12 @@ def prepare_model(args, explicit: set):
                 args.max_steps = None
         else:
             setattr(args, key, saved[key])
+    # Where to write and how often to log may change on resume; the rest is the run's.
+    for key in ("out", "checkpoint", "float16", "log_every"):
+        if key not in explicit:
+            setattr(args, key, saved[key])
     for key in ("batch_size", "max_seq_len", "lr", "warmup", "weight_decay", "grad_accum",
-                "seed", "valid_fraction", "data", "out", "checkpoint", "float16", "vocab",
-                "vocab_size", "log_every"):
-        if key in explicit and getattr(args, key) != saved[key] and key in (
-                "out", "checkpoint", "float16", "log_every"):
-            continue  # where to write and how often to log may change on resume
+                "seed", "valid_fraction", "data", "vocab", "vocab_size"):
         if key in explicit and getattr(args, key) != saved[key]:
             print(f"note: --{key.replace('_', '-')} {getattr(args, key)} is ignored; the "
                   f"checkpoint's run uses {saved[key]}")
