@@ -33,7 +33,8 @@ Shape legend: B batch, T sequence length, C hidden size, H heads, D = C // H hea
 size, V vocabulary, I intermediate size, N rows of a 2-D view such as B * T.
 
 Limitations:
-- CPU and NumPy only: no GPU, and no multi-threading beyond what the BLAS library does.
+- CPU and NumPy only: no GPU. Matrix products use the BLAS library's threads; GELU,
+  softmax and layer norm split large arrays over set_num_threads() threads of their own.
 - Gradients are first order: backward closures run on plain arrays, so a gradient of
   a gradient cannot be taken.
 - One side of `**` must be a Python number: `t ** 2` and `2 ** t` work, `t ** t`
@@ -76,6 +77,8 @@ __all__ = [
     "embedding",
     "masked_fill",
     "reuse_freed_memory",
+    "set_num_threads",
+    "get_num_threads",
 ]
 
 _grad_enabled = True
@@ -818,6 +821,77 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
     return out
 
 
+# ---------------------------------------------------------------- threads for elementwise work
+#
+# A NumPy ufunc runs on one core, but it releases the GIL while it loops, so Python
+# threads that each call ufuncs on their own slice of an array run in parallel. GELU,
+# softmax and layer norm use this on large arrays; matrix products already use the
+# BLAS library's own threads. The default follows OPENBLAS_NUM_THREADS or
+# OMP_NUM_THREADS when set, so one setting limits both, and otherwise the number of
+# CPUs this process may use.
+
+
+def _default_num_threads() -> int:
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(variable, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_num_threads = _default_num_threads()
+_thread_pool = None
+_PARALLEL_MIN_SIZE = 1 << 17  # elements; below this, handing work to threads costs more
+_BLOCK = 32768  # elements per block of a blockwise pass, so its temporaries stay in cache
+
+
+def set_num_threads(count: int) -> None:
+    """Set how many threads GELU, softmax and layer norm split large arrays over."""
+    global _num_threads, _thread_pool
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"set_num_threads({count!r}) is invalid: pass a whole number of 1 or more")
+    if _thread_pool is not None and count != _num_threads:
+        _thread_pool.shutdown()
+        _thread_pool = None
+    _num_threads = int(count)
+
+
+def get_num_threads() -> int:
+    """Return how many threads GELU, softmax and layer norm use (see set_num_threads)."""
+    return _num_threads
+
+
+def _in_parallel(work, rows: int, size: int) -> None:
+    """Call work(start, stop) on contiguous row ranges that together cover range(rows).
+
+    `size` is the number of elements the work touches. Small work, or one thread, runs
+    as a single call on the calling thread; otherwise the ranges run on a thread pool,
+    the last one on the calling thread.
+    """
+    parts = min(_num_threads, rows, max(1, size // _PARALLEL_MIN_SIZE))
+    if parts <= 1:
+        work(0, rows)
+        return
+    global _thread_pool
+    if _thread_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _thread_pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="autograd")
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    pending = [_thread_pool.submit(work, bounds[i], bounds[i + 1]) for i in range(parts - 1)]
+    work(bounds[-2], bounds[-1])
+    for future in pending:
+        future.result()  # re-raises an exception from the thread
+
+
+def _row_blocks(start: int, stop: int, row_size: int):
+    """Yield (a, b) row ranges of about _BLOCK elements that cover range(start, stop)."""
+    step = max(1, _BLOCK // max(1, row_size))
+    for a in range(start, stop, step):
+        yield a, min(a + step, stop)
+
+
 # ---------------------------------------------------------------- fused operations
 
 
@@ -887,21 +961,48 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """Return exp(x) / sum(exp(x)) along `axis`.
 
     x is shifted by its maximum first, so every argument of exp is at most 0 and exp
-    cannot overflow.
+    cannot overflow. Along the last axis the rows run block by block, on several
+    threads when the array is large.
     """
-    probs = x.data - x.data.max(axis=axis, keepdims=True)
-    np.exp(probs, out=probs)
-    probs *= 1.0 / probs.sum(axis=axis, keepdims=True)  # a product is cheaper than a quotient
+    data = x.data
+    last = data.ndim > 0 and axis in (-1, data.ndim - 1)
+    if last:
+        width = data.shape[-1]
+        scores = data.reshape(-1, width)  # (N, L)
+        probs = np.empty(scores.shape, dtype=data.dtype)
+
+        def forward_rows(start, stop):
+            for a, b in _row_blocks(start, stop, width):
+                p = probs[a:b]
+                np.subtract(scores[a:b], scores[a:b].max(axis=1, keepdims=True), out=p)
+                np.exp(p, out=p)
+                p *= 1.0 / p.sum(axis=1, keepdims=True)  # a product is cheaper than a quotient
+
+        _in_parallel(forward_rows, len(scores), scores.size)
+        probs = probs.reshape(data.shape)
+    else:
+        probs = data - data.max(axis=axis, keepdims=True)
+        np.exp(probs, out=probs)
+        probs *= 1.0 / probs.sum(axis=axis, keepdims=True)
     out = _result(probs, (x,))
 
     def _backward(g):
         # dx = p * (g - sum(g * p)): the Jacobian diag(p) - p p^T applied to g.
-        if axis in (-1, probs.ndim - 1):
-            dot = np.einsum("...i,...i->...", g, probs)[..., None]
+        if last:
+            g2, p2 = g.reshape(-1, width), probs.reshape(-1, width)
+
+            def backward_rows(start, stop):
+                for a, b in _row_blocks(start, stop, width):
+                    gb, pb = g2[a:b], p2[a:b]
+                    gb -= np.einsum("ij,ij->i", gb, pb)[:, None]
+                    gb *= pb
+
+            _in_parallel(backward_rows, len(g2), g2.size)
+            g = g2.reshape(probs.shape)  # g2 is a copy if g was not contiguous
         else:
-            dot = np.sum(g * probs, axis=axis, keepdims=True)
-        np.subtract(g, dot, out=g)
-        _accumulate(x, np.multiply(g, probs, out=g), owned=True)
+            np.subtract(g, np.sum(g * probs, axis=axis, keepdims=True), out=g)
+            np.multiply(g, probs, out=g)
+        _accumulate(x, g, owned=True)
 
     return _record(out, _backward)
 
@@ -980,7 +1081,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance, as
     BERT does. x (..., C), weight (C,), bias (C,). BERT's eps is 1e-12, so it only
-    guards against an all-constant row.
+    guards against an all-constant row. Rows run on several threads when x is large.
     """
     size = x.shape[-1]
     if weight.shape != (size,) or bias.shape != (size,):
@@ -988,34 +1089,48 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
             f"layer_norm weight {weight.shape} and bias {bias.shape} must both be "
             f"({size},) for input {x.shape}"
         )
-    xhat = x.data - x.data.mean(axis=-1, keepdims=True)  # centered, then normalized
-    var = np.einsum("...i,...i->...", xhat, xhat)[..., None]
-    var *= 1.0 / size
-    var += eps
-    rstd = np.sqrt(var, out=var)
-    np.divide(1.0, rstd, out=rstd)  # (..., 1), 1 / sqrt(var + eps)
-    xhat *= rstd
-    out_data = xhat * weight.data
-    out_data += bias.data
-    out = _result(out_data, (x, weight, bias))
+    rows = x.data.reshape(-1, size)  # (N, C)
+    xhat = np.empty(rows.shape, dtype=x.dtype)  # centered, then normalized
+    rstd = np.empty((len(rows), 1), dtype=x.dtype)  # 1 / sqrt(var + eps)
+    out_data = np.empty(rows.shape, dtype=np.result_type(x.dtype, weight.dtype, bias.dtype))
+
+    def forward_rows(start, stop):
+        for a, b in _row_blocks(start, stop, size):
+            xh, r = xhat[a:b], rstd[a:b]
+            np.subtract(rows[a:b], rows[a:b].mean(axis=1, keepdims=True), out=xh)
+            np.einsum("ij,ij->i", xh, xh, out=r[:, 0])
+            r *= 1.0 / size
+            r += eps
+            np.sqrt(r, out=r)
+            np.divide(1.0, r, out=r)
+            xh *= r
+            np.multiply(xh, weight.data, out=out_data[a:b])
+            out_data[a:b] += bias.data
+
+    _in_parallel(forward_rows, len(rows), rows.size)
+    out = _result(out_data.reshape(x.shape), (x, weight, bias))
 
     def _backward(g):
+        g = g.reshape(-1, size)
         if bias.requires_grad:
-            _accumulate(bias, g.reshape(-1, size).sum(axis=0), owned=True)
-        g_xhat = g * xhat
+            _accumulate(bias, g.sum(axis=0), owned=True)
         if weight.requires_grad:
-            _accumulate(weight, g_xhat.reshape(-1, size).sum(axis=0), owned=True)
+            _accumulate(weight, np.einsum("ij,ij->j", g, xhat), owned=True)
         if x.requires_grad:
-            # With d = g * weight: dx = rstd * (d - mean(d) - xhat * mean(d * xhat)).
-            # einsum forms the row sums without materializing the products.
-            mean_d_xhat = np.einsum("...i,i->...", g_xhat, weight.data)[..., None]
-            mean_d_xhat *= 1.0 / size
-            d = np.multiply(g, weight.data, out=g)
-            mean_d = d.mean(axis=-1, keepdims=True)
-            d -= np.multiply(xhat, mean_d_xhat, out=g_xhat)
-            d -= mean_d
-            d *= rstd
-            _accumulate(x, d, owned=True)
+            def backward_rows(start, stop):
+                # With d = g * weight: dx = rstd * (d - mean(d) - xhat * mean(d * xhat)).
+                for a, b in _row_blocks(start, stop, size):
+                    d, xh = g[a:b], xhat[a:b]
+                    d *= weight.data
+                    mean_d = d.mean(axis=1, keepdims=True)
+                    mean_d_xhat = np.einsum("ij,ij->i", d, xh)[:, None]
+                    mean_d_xhat *= 1.0 / size
+                    d -= mean_d
+                    d -= xh * mean_d_xhat
+                    d *= rstd[a:b]
+
+            _in_parallel(backward_rows, len(g), g.size)
+            _accumulate(x, g.reshape(x.shape), owned=True)
 
     return _record(out, _backward)
 
@@ -1069,7 +1184,6 @@ _GELU_Q = (98.65141573911696, 164.78086303123547, 118.005777359684, 45.922436551
            9.92499704571239, 1.0)
 # Beyond |x| = 20, exp(-x^2 / 2) underflows to 0 in float32, so Phi is exactly 0 or 1.
 _GELU_CLIP = 20.0
-_GELU_CHUNK = 32768  # elements per block, so the block's temporaries stay in cache
 
 
 def _gelu_float32(x: np.ndarray, with_slope: bool):
@@ -1079,44 +1193,48 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
     Phi(x) = 1/2 + sign(x) (1/2 - h). Unlike 1 + erf(x / sqrt(2)) this keeps float32
     precision in both tails, and exp(-x^2 / 2) is also the normal density phi(x)
     that the derivative Phi(x) + x phi(x) needs. The work runs block by block so the
-    temporaries stay in cache.
+    temporaries stay in cache, on several threads when x is large.
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     slope = np.empty_like(flat) if with_slope else None
-    size = min(_GELU_CHUNK, flat.size)
-    z, density, p, q = (np.empty(size, dtype=np.float32) for _ in range(4))
-    for start in range(0, flat.size, _GELU_CHUNK):
-        xs = flat[start:start + _GELU_CHUNK]
-        n = xs.size
-        zs, es, ps, qs = z[:n], density[:n], p[:n], q[:n]
-        np.abs(xs, out=zs)
-        np.minimum(zs, _GELU_CLIP, out=zs)
-        np.multiply(zs, zs, out=es)
-        es *= -0.5
-        np.exp(es, out=es)  # exp(-x^2 / 2)
-        np.multiply(zs, _GELU_P[-1], out=ps)
-        for c in _GELU_P[-2:0:-1]:
-            ps += c
-            ps *= zs
-        ps += _GELU_P[0]
-        np.add(zs, _GELU_Q[-2], out=qs)
-        for c in _GELU_Q[-3:0:-1]:
+
+    def blocks(first, last):
+        size = min(_BLOCK, flat.size)
+        z, density, p, q = (np.empty(size, dtype=np.float32) for _ in range(4))
+        for start in range(first * _BLOCK, min(last * _BLOCK, flat.size), _BLOCK):
+            xs = flat[start:start + _BLOCK]
+            n = xs.size
+            zs, es, ps, qs = z[:n], density[:n], p[:n], q[:n]
+            np.abs(xs, out=zs)
+            np.minimum(zs, _GELU_CLIP, out=zs)
+            np.multiply(zs, zs, out=es)
+            es *= -0.5
+            np.exp(es, out=es)  # exp(-x^2 / 2)
+            np.multiply(zs, _GELU_P[-1], out=ps)
+            for c in _GELU_P[-2:0:-1]:
+                ps += c
+                ps *= zs
+            ps += _GELU_P[0]
+            np.add(zs, _GELU_Q[-2], out=qs)
+            for c in _GELU_Q[-3:0:-1]:
+                qs *= zs
+                qs += c
             qs *= zs
-            qs += c
-        qs *= zs
-        qs += _GELU_Q[0]
-        ps /= qs
-        ps *= es  # h = Phi(-|x|)
-        np.subtract(0.5, ps, out=ps)
-        np.copysign(ps, xs, out=ps)
-        ps += 0.5  # Phi(x)
-        np.multiply(xs, ps, out=out[start:start + n])
-        if with_slope:
-            # d GELU / dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-            es *= xs
-            es *= 1 / math.sqrt(2 * math.pi)
-            np.add(es, ps, out=slope[start:start + n])
+            qs += _GELU_Q[0]
+            ps /= qs
+            ps *= es  # h = Phi(-|x|)
+            np.subtract(0.5, ps, out=ps)
+            np.copysign(ps, xs, out=ps)
+            ps += 0.5  # Phi(x)
+            np.multiply(xs, ps, out=out[start:start + n])
+            if with_slope:
+                # d GELU / dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+                es *= xs
+                es *= 1 / math.sqrt(2 * math.pi)
+                np.add(es, ps, out=slope[start:start + n])
+
+    _in_parallel(blocks, -(-flat.size // _BLOCK), flat.size)
     out = out.reshape(x.shape)
     return out, None if slope is None else slope.reshape(x.shape)
 

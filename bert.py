@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from autograd import Tensor, gelu, linear, no_grad
-from layers import Dropout, Embedding, EncoderLayer, LayerNorm, Linear, Module, Parameter
-from layers import attention_bias
+from layers import (SKIP_INIT, Dropout, Embedding, EncoderLayer, LayerNorm, Linear, Module,
+                    Parameter, attention_bias)
 
 # Size presets as in Google's BERT miniatures: (layers, hidden size). Heads are hidden / 64 and
 # the intermediate size is 4 x hidden, as in every BERT release.
@@ -255,9 +255,9 @@ class BertModel(Module):
 class BertForPreTraining(Module):
     """BertModel plus the MLM head (tied to the word embeddings) and the NSP head."""
 
-    def __init__(self, config: BertConfig, seed: int = 0):
+    def __init__(self, config: BertConfig, seed: int = 0, rng: np.random.Generator = None):
         super().__init__()
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed) if rng is None else rng
         self.config = config
         C, std = config.hidden_size, config.initializer_range
         self.bert = BertModel(config, rng=rng)
@@ -493,7 +493,9 @@ def load_npz(path) -> tuple:
     tokenizer = Tokenizer(tokens, **options)
 
     architecture = str(entries["__architecture__"])
-    model = BertForPreTraining(config) if architecture == "BertForPreTraining" else BertModel(config)
+    # Every weight is read from the file next, so none is drawn at random first.
+    model_class = BertForPreTraining if architecture == "BertForPreTraining" else BertModel
+    model = model_class(config, rng=SKIP_INIT)
     weights = {k: v for k, v in entries.items() if not k.startswith(("__", "extra/"))}
     load_hf_state_dict(model, weights, str(path))
     extra = {k[len("extra/"):]: v for k, v in entries.items() if k.startswith("extra/")}
@@ -891,8 +893,13 @@ def load_hf(directory) -> tuple:
     tensors = normalize_hf_names(read_safetensors(weights_path), weights_path)
 
     has_mlm_head = any(k.startswith("cls.predictions.") for k in tensors)
-    model = BertForPreTraining(config) if has_mlm_head else BertModel(config)
-    load_hf_state_dict(model, tensors, str(weights_path))
+    # Weights are read from the file next, so none is drawn at random first, unless the
+    # checkpoint lacks some (see _OPTIONAL): those keep BERT's random initialisation.
+    model_class = BertForPreTraining if has_mlm_head else BertModel
+    model = model_class(config, rng=SKIP_INIT)
+    if load_hf_state_dict(model, tensors, str(weights_path)):
+        model = model_class(config)
+        load_hf_state_dict(model, tensors, str(weights_path))
     return model.eval(), tokenizer
 
 

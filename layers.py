@@ -104,8 +104,18 @@ class ModuleList(Module):
         return len(self._modules)
 
 
+class _SkipInit:
+    """Pass as `rng` to build a model whose weights are all loaded next: normal_init()
+    then returns zeros instead of drawing random numbers that would be overwritten."""
+
+
+SKIP_INIT = _SkipInit()
+
+
 def normal_init(rng: np.random.Generator, shape: tuple, std: float) -> np.ndarray:
     """Draw float32 weights from normal(0, std), as BERT initialises every weight matrix."""
+    if rng is SKIP_INIT:
+        return np.zeros(shape, dtype=np.float32)
     return (rng.standard_normal(shape) * std).astype(np.float32)
 
 

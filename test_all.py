@@ -922,6 +922,56 @@ def test_gelu_float32_saturates_far_out():
     np.testing.assert_array_equal(out, [0.0, 0.0, 30.0, 1e6])
 
 
+THREADED_OPS = {
+    "gelu": lambda x, w, b: x.gelu(),
+    "softmax": lambda x, w, b: x.softmax(),
+    "layer_norm": lambda x, w, b: ag.layer_norm(x, w, b, eps=1e-12),
+}
+
+
+@pytest.mark.parametrize("name", sorted(THREADED_OPS))
+def test_threads_give_identical_results(name):
+    # (1100, 256) is above the size at which the work is split; an odd row count
+    # gives uneven parts. Each row's arithmetic is the same on any thread.
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((1100, 256)) * 3).astype(np.float32)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+    weight = rng.standard_normal(256).astype(np.float32)
+    results = []
+    before = ag.get_num_threads()
+    try:
+        for threads in (1, 3):
+            ag.set_num_threads(threads)
+            xt = Tensor(x, requires_grad=True)
+            w = Tensor(weight, requires_grad=True)
+            b = Tensor(np.zeros(256, dtype=np.float32), requires_grad=True)
+            out = THREADED_OPS[name](xt, w, b)
+            out.backward(upstream.copy())
+            results.append((out.data, xt.grad, w.grad))
+    finally:
+        ag.set_num_threads(before)
+    for one, three in zip(*results):
+        np.testing.assert_array_equal(one, three)
+
+
+def test_threads_pass_errors_back():
+    before = ag.get_num_threads()
+    ag.set_num_threads(2)
+    try:
+        def work(start, stop):
+            raise ArithmeticError(f"rows {start}-{stop}")
+        with pytest.raises(ArithmeticError, match="rows"):
+            ag._in_parallel(work, rows=10, size=1 << 20)
+    finally:
+        ag.set_num_threads(before)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_counts(count):
+    with pytest.raises(ValueError, match="set_num_threads"):
+        ag.set_num_threads(count)
+
+
 def test_leaf_gradient_is_contiguous():
     weight = Tensor(np.random.default_rng(0).standard_normal((5, 3)), requires_grad=True)
     x = Tensor(np.ones((2, 3)))
@@ -1793,6 +1843,22 @@ def copy_checkpoint(tmp_path):
     for f in TINY_HF.iterdir():
         (target / f.name).write_bytes(f.read_bytes())
     return target
+
+
+def test_checkpoint_without_pooler_gets_random_pooler(tmp_path):
+    # BertForMaskedLM checkpoints have no pooler and no NSP head: those start from BERT's
+    # random initialisation, while every weight in the file is loaded as it is.
+    target = copy_checkpoint(tmp_path)
+    tensors = bert.read_safetensors(target / "model.safetensors")
+    kept = {k: v for k, v in tensors.items() if "pooler" not in k and "seq_relationship" not in k}
+    assert len(kept) < len(tensors)
+    bert.write_safetensors(target / "model.safetensors", kept)
+    model, _ = bert.load(target)
+    full, _ = bert.load(TINY_HF)
+    assert np.std(model.bert.pooler.weight.data) > 0.01
+    assert np.std(model.nsp.weight.data) > 0.01
+    np.testing.assert_array_equal(model.bert.encoder[0].feed_forward.output.weight.data,
+                                  full.bert.encoder[0].feed_forward.output.weight.data)
 
 
 def test_roberta_checkpoint_rejected(tmp_path):
