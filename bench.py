@@ -483,7 +483,7 @@ def worker_infer_ours(settings: dict) -> dict:
     seconds = time_runs(forward, settings["warmup"], settings["infer_runs"])
     return {"seconds": seconds, "tokens_per_step": B * T, "weights": weights,
             "flops_per_step": forward_flops(model.config.to_dict(), B, T, 0),
-            "rss_before_mb": rss_before}
+            "rss_before_mb": rss_before, "elementwise_threads": autograd.get_num_threads()}
 
 
 def worker_infer_torch(settings: dict) -> dict:
@@ -688,6 +688,14 @@ def worker_autograd(settings: dict) -> dict:
 
         seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
         results[f"layer_dropout_{dropout_p}"] = timing_fields(seconds)
+        if dropout_p == 0.0:
+            # The same layer with GELU, softmax and layer norm kept on the calling thread.
+            threads = autograd.get_num_threads()
+            results["elementwise_threads"] = threads
+            autograd.set_num_threads(1)
+            seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
+            results["layer_one_thread"] = timing_fields(seconds)
+            autograd.set_num_threads(threads)
 
     out, _ = layer(x, None)
     results["graph_nodes_per_layer"] = len(autograd._topological_order(out))
@@ -999,6 +1007,8 @@ def side_fields(result: dict, unit: str = "tokens") -> dict:
     fields.update(timing_fields(seconds))
     fields["peak_mb"] = result["peak_mb"]
     fields["rss_before_mb"] = result["rss_before_mb"]
+    if "elementwise_threads" in result:
+        fields["elementwise_threads"] = result["elementwise_threads"]
     return fields
 
 
@@ -1358,6 +1368,10 @@ def format_report(out: dict) -> str:
                              _fmt(f["peak_mb"], ".0f"), f["weights"]])
         lines += _table(["shape side", "ms/batch", "tokens/s", "GFLOP/s", "peak MB",
                          "weights"], rows)
+        threads = {f.get("elementwise_threads") for sides in out["infer"].values()
+                   for f in sides.values()} - {None}
+        if threads:
+            lines.append(f"    ours: GELU, softmax and layer norm on {max(threads)} threads")
         for key in out["infer"]:
             speed = out["ratios"].get(f"infer_{key}_speed")
             if speed is not None:
@@ -1415,9 +1429,13 @@ def format_report(out: dict) -> str:
              _fmt(a["layer_dropout_0.1"]["ms_min"])],
             ["layer, dropout 0", _fmt(a["layer_dropout_0.0"]["ms_median"]),
              _fmt(a["layer_dropout_0.0"]["ms_min"])],
+            ["layer, dropout 0, elementwise on 1 thread",
+             _fmt(a["layer_one_thread"]["ms_median"]), _fmt(a["layer_one_thread"]["ms_min"])],
             ["its matmuls alone", _fmt(a["matmuls_alone"]["ms_median"]),
              _fmt(a["matmuls_alone"]["ms_min"])],
         ])
+        lines.append(f"    GELU, softmax and layer norm on {a['elementwise_threads']} threads "
+                     "(autograd.set_num_threads) except in the 1-thread row")
         lines.append(f"    ratio layer / matmuls: {a['ratio']:.2f}x (dropout 0.1), "
                      f"{a['ratio_without_dropout']:.2f}x (no dropout); the matmuls alone run at "
                      f"{a['matmul_gflops']:.1f} GFLOP/s; {a['graph_nodes_per_layer']} graph nodes")
