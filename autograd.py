@@ -867,8 +867,8 @@ def _in_parallel(work, rows: int, size: int) -> None:
     """Call work(start, stop) on contiguous row ranges that together cover range(rows).
 
     `size` is the number of elements the work touches. Small work, or one thread, runs
-    as a single call on the calling thread; otherwise the ranges run on a thread pool,
-    the last one on the calling thread.
+    as a single call on the calling thread. Otherwise the ranges run on a thread pool,
+    and the calling thread takes the last one.
     """
     parts = min(_num_threads, rows, max(1, size // _PARALLEL_MIN_SIZE))
     if parts <= 1:

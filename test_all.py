@@ -950,8 +950,8 @@ def test_threads_give_identical_results(name):
             results.append((out.data, xt.grad, w.grad))
     finally:
         ag.set_num_threads(before)
-    for one, three in zip(*results):
-        np.testing.assert_array_equal(one, three)
+    for single, threaded in zip(*results):
+        np.testing.assert_array_equal(single, threaded)
 
 
 def test_threads_pass_errors_back():
@@ -1850,9 +1850,10 @@ def test_checkpoint_without_pooler_gets_random_pooler(tmp_path):
     # random initialisation, while every weight in the file is loaded as it is.
     target = copy_checkpoint(tmp_path)
     tensors = bert.read_safetensors(target / "model.safetensors")
-    kept = {k: v for k, v in tensors.items() if "pooler" not in k and "seq_relationship" not in k}
-    assert len(kept) < len(tensors)
-    bert.write_safetensors(target / "model.safetensors", kept)
+    without_heads = {k: v for k, v in tensors.items()
+                     if "pooler" not in k and "seq_relationship" not in k}
+    assert len(without_heads) < len(tensors)
+    bert.write_safetensors(target / "model.safetensors", without_heads)
     model, _ = bert.load(target)
     full, _ = bert.load(TINY_HF)
     assert np.std(model.bert.pooler.weight.data) > 0.01
