@@ -995,8 +995,12 @@ class Runner:
         return json.loads(lines[-1])
 
 
-def side_fields(result: dict, unit: str = "tokens") -> dict:
-    """Return the JSON fields of one measured side: throughput, times, peak memory."""
+def side_fields(result: dict, unit: str = "tokens", peak: float | None = None) -> dict:
+    """Return the JSON fields of one measured side: throughput, times, peak memory.
+
+    With `peak` (the GEMM peak in GFLOP/s), a result that counts its FLOPs also gets its
+    GFLOP/s and their share of that peak.
+    """
     seconds = result["seconds"]
     median = statistics.median(seconds)
     fields = {}
@@ -1007,9 +1011,24 @@ def side_fields(result: dict, unit: str = "tokens") -> dict:
     fields.update(timing_fields(seconds))
     fields["peak_mb"] = result["peak_mb"]
     fields["rss_before_mb"] = result["rss_before_mb"]
-    if "elementwise_threads" in result:
-        fields["elementwise_threads"] = result["elementwise_threads"]
+    if "flops_per_step" in result:
+        fields["gflops"] = result["flops_per_step"] / median / 1e9
+        fields["share_of_gemm_peak"] = fields["gflops"] / peak if peak else None
+    for key in ("elementwise_threads", "attention"):
+        if result.get(key):
+            fields[key] = result[key]
     return fields
+
+
+def both_sides(runner, section: str, have_torch: bool, **settings):
+    """Yield (side, result) for "ours" and, when torch is installed, "torch" in a section.
+
+    A worker that failed (runner returns None) is left out, and its error is in runner.errors.
+    """
+    for side in ("ours", "torch") if have_torch else ("ours",):
+        result = runner(f"{section}_{side}", **settings)
+        if result is not None:
+            yield side, result
 
 
 def machine_description() -> dict:
@@ -1150,20 +1169,12 @@ def collect(settings: dict, sections: set, verbose: bool) -> dict:
     if "train" in sections:
         for preset in settings["presets"]:
             sides = {}
-            for side, worker in (("ours", "train_ours"), ("torch", "train_torch")):
-                if side == "torch" and not have_torch:
-                    continue
-                result = runner(worker, preset=preset)
-                if result is None:
-                    continue
-                fields = side_fields(result)
+            for side, result in both_sides(runner, "train", have_torch, preset=preset):
+                fields = side_fields(result, peak=peak)
                 fields["flops_per_step"] = result["flops_per_step"]
                 fields["mlm_rows"] = result["mlm_rows"]
-                fields["gflops"] = result["flops_per_step"] / (fields["ms_median"] / 1000) / 1e9
-                fields["mfu"] = fields["gflops"] / peak if peak else None
+                fields["mfu"] = fields.pop("share_of_gemm_peak")
                 fields["parameters"] = result["parameters"]
-                if result.get("attention"):
-                    fields["attention"] = result["attention"]
                 sides[side] = fields
             out["train"][preset] = sides
 
@@ -1171,19 +1182,10 @@ def collect(settings: dict, sections: set, verbose: bool) -> dict:
         shapes = (("minilm_b32_t128", settings["batch_size"]), ("minilm_b1", 1))
         for key, batch_size in shapes:
             sides = {}
-            for side, worker in (("ours", "infer_ours"), ("torch", "infer_torch")):
-                if side == "torch" and not have_torch:
-                    continue
-                result = runner(worker, batch_size=batch_size)
-                if result is None:
-                    continue
-                fields = side_fields(result)
+            for side, result in both_sides(runner, "infer", have_torch, batch_size=batch_size):
+                fields = side_fields(result, peak=peak)
                 fields["batch_size"], fields["seq_len"] = batch_size, settings["seq_len"]
                 fields["weights"] = result["weights"]
-                fields["gflops"] = result["flops_per_step"] / (fields["ms_median"] / 1000) / 1e9
-                fields["share_of_gemm_peak"] = fields["gflops"] / peak if peak else None
-                if result.get("attention"):
-                    fields["attention"] = result["attention"]
                 sides[side] = fields
             out["infer"][key] = sides
 
