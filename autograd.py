@@ -1180,11 +1180,13 @@ _GELU_CLIP = 20.0
 def _gelu_float32(x: np.ndarray, with_slope: bool):
     """Return GELU(x) and, if `with_slope`, its derivative, for a float32 array.
 
-    Phi(x) comes from the tail h = Phi(-|x|) = exp(-x^2 / 2) P(|x|) / Q(|x|):
-    Phi(x) = 1/2 + sign(x) (1/2 - h). Unlike 1 + erf(x / sqrt(2)) this keeps float32
-    precision in both tails, and exp(-x^2 / 2) is also the normal density phi(x)
-    that the derivative Phi(x) + x phi(x) needs. The work runs block by block so the
-    temporaries stay in cache, on several threads when x is large.
+    Everything follows from the tail h = Phi(-|x|) = exp(-x^2 / 2) P(|x|) / Q(|x|), which
+    keeps float32 precision in both tails. Since Phi(x) = 1 - h for x > 0 and h for x < 0,
+    GELU(x) = x Phi(x) = max(x, 0) - |x| h, with no sign flip. The derivative
+    Phi(x) + x phi(x) needs Phi(x) = 1/2 + sign(x) (1/2 - h) itself, and exp(-x^2 / 2) is
+    the normal density phi(x) up to a constant. The work runs block by block so the temporaries stay in cache, on several
+    threads when x is large. (np.minimum and np.maximum run about three times faster
+    against an array than against a scalar, hence the constant arrays.)
     """
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
@@ -1193,13 +1195,14 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
     def blocks(first, last):
         size = min(_BLOCK, flat.size)
         z, density, p, q = (np.empty(size, dtype=np.float32) for _ in range(4))
+        clip, zeros = np.full(size, _GELU_CLIP, dtype=np.float32), np.zeros(size, np.float32)
         for start in range(first * _BLOCK, min(last * _BLOCK, flat.size), _BLOCK):
             xs = flat[start:start + _BLOCK]
             n = xs.size
             zs, es, ps, qs = z[:n], density[:n], p[:n], q[:n]
             np.abs(xs, out=zs)
-            np.minimum(zs, _GELU_CLIP, out=zs)
-            np.multiply(zs, zs, out=es)
+            np.minimum(zs, clip[:n], out=zs)
+            np.square(zs, out=es)
             es *= -0.5
             np.exp(es, out=es)  # exp(-x^2 / 2)
             np.multiply(zs, _GELU_P[-1], out=ps)
@@ -1215,15 +1218,20 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
             qs += _GELU_Q[0]
             ps /= qs
             ps *= es  # h = Phi(-|x|)
+            ys = out[start:start + n]
+            if not with_slope:
+                np.maximum(xs, zeros[:n], out=ys)
+                np.multiply(zs, ps, out=qs)
+                ys -= qs  # max(x, 0) - |x| h
+                continue
+            # With the derivative, Phi(x) itself is needed: 1/2 + sign(x) (1/2 - h).
             np.subtract(0.5, ps, out=ps)
             np.copysign(ps, xs, out=ps)
-            ps += 0.5  # Phi(x)
-            np.multiply(xs, ps, out=out[start:start + n])
-            if with_slope:
-                # d GELU / dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-                es *= xs
-                es *= 1 / math.sqrt(2 * math.pi)
-                np.add(es, ps, out=slope[start:start + n])
+            ps += 0.5
+            np.multiply(xs, ps, out=ys)
+            es *= xs
+            es *= 1 / math.sqrt(2 * math.pi)  # x phi(x)
+            np.add(es, ps, out=slope[start:start + n])
 
     _in_parallel(blocks, -(-flat.size // _BLOCK), flat.size)
     out = out.reshape(x.shape)
@@ -1277,6 +1285,26 @@ def set_rng_state(state: dict) -> None:
     _default_generator.bit_generator.state = state
 
 
+# Bit generators whose raw outputs are 64 random bits (MT19937's are 32 bits in a uint64).
+_FULL_64_BIT_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
+                           np.random.SFC64)
+
+
+def _keep_mask(generator: np.random.Generator, shape: tuple, p: float) -> np.ndarray:
+    """Return a boolean array of `shape`, each element True with probability 1 - p.
+
+    Each element compares 32 random bits with p * 2^32. Taking two elements from each
+    raw 64-bit output is about 1.6 times faster than generator.random(), and just as
+    fine-grained: a float32 uniform has only 24 random bits.
+    """
+    size = math.prod(shape)
+    if not isinstance(generator.bit_generator, _FULL_64_BIT_GENERATORS):
+        return generator.random(shape) >= p
+    threshold = np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))
+    bits = generator.bit_generator.random_raw((size + 1) // 2).view(np.uint32)[:size]
+    return (bits >= threshold).reshape(shape)
+
+
 def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:
     """Zero each element with probability p and scale the rest by 1 / (1 - p).
 
@@ -1290,8 +1318,7 @@ def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:
     if not training or p == 0.0:
         return x
     generator = _default_generator if rng is None else rng
-    random_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
-    keep = generator.random(x.shape, dtype=random_dtype) >= p
+    keep = _keep_mask(generator, x.shape, p)
     scale = np.multiply(keep, 1.0 / (1.0 - p), dtype=x.dtype)  # 0 or 1 / (1 - p)
     out = _result(x.data * scale, (x,))
 

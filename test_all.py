@@ -741,8 +741,14 @@ def test_dropout_scales_kept_values():
     np.testing.assert_allclose(kept, 1 / 0.75, rtol=1e-6)
 
 
-def test_dropout_drop_fraction_near_p():
-    out = ag.dropout(Tensor(np.ones(100_000)), 0.25, True, rng=np.random.default_rng(2)).data
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937])
+@pytest.mark.parametrize("size", [100_001, (317, 316)])
+def test_dropout_drop_fraction_near_p(bit_generator, size):
+    # PCG64 takes the 64-bit raw path (two elements per output, odd sizes included);
+    # MT19937, whose raw outputs have 32 bits, falls back to generator.random().
+    rng = np.random.Generator(bit_generator(2))
+    out = ag.dropout(Tensor(np.ones(size)), 0.25, True, rng=rng).data
+    assert out.shape == np.ones(size).shape
     assert abs(np.mean(out == 0) - 0.25) < 0.01
 
 
