@@ -689,16 +689,17 @@ def worker_autograd(settings: dict) -> dict:
         seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
         results[f"layer_dropout_{dropout_p}"] = timing_fields(seconds)
         if dropout_p == 0.0:
-            # The same layer with GELU, softmax and layer norm split over two threads.
+            # The same layer with GELU, softmax and layer norm on one thread.
             threads = autograd.get_num_threads()
             results["elementwise_threads"] = threads
-            autograd.set_num_threads(2)
+            autograd.set_num_threads(1)
             seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
-            results["layer_two_threads"] = timing_fields(seconds)
+            results["layer_one_thread"] = timing_fields(seconds)
             autograd.set_num_threads(threads)
 
     out, _ = layer(x, None)
     results["graph_nodes_per_layer"] = len(autograd._topological_order(out))
+    results["openblas_thread_timeout"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
     del out
     run, flops = _layer_matmuls(B, T, C, H, I, rng)
     seconds = time_runs(run, settings["warmup"], settings["layer_runs"])
@@ -945,6 +946,8 @@ WORKERS = {
 
 def run_worker_main(name: str, settings: dict) -> int:
     """Run one worker in this (child) process and print its result and peak memory as JSON."""
+    # As train.py and infer.py do: GELU, softmax and layer norm on as many threads as BLAS.
+    autograd.set_num_threads(autograd.blas_thread_count())
     result = WORKERS[name](settings)
     result["peak_mb"] = peak_rss_mb()
     print(json.dumps(result))
@@ -959,6 +962,8 @@ def child_environment(threads: int) -> dict:
     env = dict(os.environ)
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[variable] = str(threads)
+    # As train.py and infer.py set it: OpenBLAS's idle threads sleep soon after a product.
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
     # Hugging Face tokenizers run on one thread, and Hugging Face loads stay offline.
     env.update(RAYON_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                TRANSFORMERS_VERBOSITY="error", PYTHONHASHSEED="0")
@@ -1431,13 +1436,14 @@ def format_report(out: dict) -> str:
              _fmt(a["layer_dropout_0.1"]["ms_min"])],
             ["layer, dropout 0", _fmt(a["layer_dropout_0.0"]["ms_median"]),
              _fmt(a["layer_dropout_0.0"]["ms_min"])],
-            ["layer, dropout 0, elementwise on 2 threads",
-             _fmt(a["layer_two_threads"]["ms_median"]), _fmt(a["layer_two_threads"]["ms_min"])],
+            ["layer, dropout 0, elementwise on 1 thread",
+             _fmt(a["layer_one_thread"]["ms_median"]), _fmt(a["layer_one_thread"]["ms_min"])],
             ["its matmuls alone", _fmt(a["matmuls_alone"]["ms_median"]),
              _fmt(a["matmuls_alone"]["ms_min"])],
         ])
         lines.append(f"    GELU, softmax and layer norm on {a['elementwise_threads']} thread(s) "
-                     "(autograd.set_num_threads) except in the 2-thread row")
+                     "(autograd.set_num_threads) except in the 1-thread row, "
+                     f"OPENBLAS_THREAD_TIMEOUT={a['openblas_thread_timeout']}")
         lines.append(f"    ratio layer / matmuls: {a['ratio']:.2f}x (dropout 0.1), "
                      f"{a['ratio_without_dropout']:.2f}x (no dropout); the matmuls alone run at "
                      f"{a['matmul_gflops']:.1f} GFLOP/s; {a['graph_nodes_per_layer']} graph nodes")

@@ -978,6 +978,19 @@ def test_set_num_threads_rejects_bad_counts(count):
         ag.set_num_threads(count)
 
 
+@pytest.mark.parametrize("openblas, omp, expected", [
+    ("1", "2", 1), ("", "1", 1), (None, None, "cores"), ("abc", None, "cores"),
+    ("100000", None, "cores"), ("0", None, "cores")])
+def test_blas_thread_count_reads_environment(monkeypatch, openblas, omp, expected):
+    for variable, value in (("OPENBLAS_NUM_THREADS", openblas), ("OMP_NUM_THREADS", omp)):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert ag.blas_thread_count() == (cores if expected == "cores" else expected)
+
+
 def test_leaf_gradient_is_contiguous():
     weight = Tensor(np.random.default_rng(0).standard_normal((5, 3)), requires_grad=True)
     x = Tensor(np.ones((2, 3)))
@@ -3079,6 +3092,21 @@ def run_cached(args: tuple, stdin: str | None) -> subprocess.CompletedProcess:
         [sys.executable, str(INFER), *args],
         input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
+
+
+def test_infer_threads_follow_blas(monkeypatch, tiny_npz, capsys):
+    # infer.py and train.py split GELU, softmax and layer norm over as many threads as
+    # BLAS uses, after letting OpenBLAS's idle threads sleep soon after each product.
+    assert "OPENBLAS_THREAD_TIMEOUT" in os.environ
+    previous = ag.get_num_threads()
+    try:
+        for count in ("1", "2"):
+            monkeypatch.setenv("OPENBLAS_NUM_THREADS", count)
+            assert infer.main(["--model", str(tiny_npz), "the cat [MASK]"]) == 0
+            assert ag.get_num_threads() == ag.blas_thread_count()
+    finally:
+        ag.set_num_threads(previous)
+    assert "[MASK]" in capsys.readouterr().out
 
 
 def infer_json(*args, stdin: str | None = None):

@@ -35,7 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# Let OpenBLAS's idle threads sleep soon after each matrix product instead of spinning for
+# about 0.1 s, so that autograd's threads get the cores for GELU, softmax and layer norm (see
+# autograd.set_num_threads). It takes effect only if NumPy has not loaded yet.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+
+import numpy as np  # noqa: E402  (after the line above, which OpenBLAS reads when it loads)
 
 import autograd
 import bert
@@ -675,6 +680,7 @@ def train(args, explicit: set) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    autograd.set_num_threads(autograd.blas_thread_count())
     explicit = set(vars(build_parser(with_defaults=False).parse_args(argv)))
     try:
         check_args(args, explicit)
