@@ -990,7 +990,10 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
                 p = probs[a:b]
                 np.subtract(scores[a:b], scores[a:b].max(axis=1, keepdims=True), out=p)
                 np.exp(p, out=p)
-                p *= 1.0 / p.sum(axis=1, keepdims=True)  # a product is cheaper than a quotient
+                # On short rows einsum sums about three times faster than p.sum(axis=1).
+                # It adds in sequence, so long rows (a vocabulary) keep the pairwise sum.
+                sums = np.einsum("ij->i", p)[:, None] if width <= 1024 else p.sum(1, keepdims=True)
+                p *= 1.0 / sums  # a product is cheaper than a quotient
 
         _in_parallel(forward_rows, len(scores), scores.size)
         probs = probs.reshape(data.shape)
