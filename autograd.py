@@ -827,10 +827,11 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 # threads that each call ufuncs on their own slice of an array run in parallel. GELU,
 # softmax and layer norm can use this on large arrays: set_num_threads(2) halves their
 # time when run alone. Inside a model it pays only if the BLAS library's threads sleep
-# soon after each matrix product. OpenBLAS's idle threads spin for 2^28 CPU cycles by
-# default (about 0.1 s) and so keep the other cores busy. Set OPENBLAS_THREAD_TIMEOUT=16
-# (2^16 cycles) before NumPy loads, as train.py and infer.py do, and an encoder layer of
-# the mini preset runs about 10% faster on two threads than on one (measured on 2 cores).
+# soon after each matrix product. By default OpenBLAS's idle threads keep spinning, which
+# here took 0.11 s of CPU time after one product, so they hold the other cores. Set
+# OPENBLAS_THREAD_TIMEOUT=16 (spin 2^16 cycles) before NumPy loads, as train.py and infer.py
+# do, and an encoder layer of the mini preset ran about 10% faster on two threads than on
+# one (measured on 2 cores).
 # The default here stays one thread, because this module cannot know how NumPy was loaded.
 
 _num_threads = 1
