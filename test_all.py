@@ -934,6 +934,8 @@ THREADED_OPS = {
     "layer_norm": lambda x, w, b: ag.layer_norm(x, w, b, eps=1e-12),
     # The bias add of linear is split by rows; w scales the columns of an identity weight.
     "linear": lambda x, w, b: ag.linear(x, Tensor(np.eye(256, dtype=np.float32)) * w, b),
+    # Threads draw consecutive parts of one PCG64 stream, so the mask is the same.
+    "dropout": lambda x, w, b: ag.dropout(x * w, 0.3, True, rng=np.random.default_rng(3)),
 }
 
 
@@ -960,6 +962,26 @@ def test_threads_give_identical_results(name):
         ag.set_num_threads(before)
     for single, threaded in zip(*results):
         np.testing.assert_array_equal(single, threaded)
+
+
+@pytest.mark.parametrize("size", [300_001, 262_144])
+def test_threaded_dropout_draws_one_stream(size):
+    # Any thread count keeps exactly the elements whose 32 bits of the generator's raw
+    # stream reach p * 2^32, and leaves the generator at the same place.
+    raw = np.random.default_rng(8).bit_generator.random_raw((size + 1) // 2)
+    expected_keep = raw.view(np.uint32)[:size] >= np.uint32(round(0.1 * 2 ** 32))
+    x = Tensor(np.ones(size, dtype=np.float32))
+    before = ag.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            ag.set_num_threads(threads)
+            rng = np.random.default_rng(8)
+            out = ag.dropout(x, 0.1, True, rng=rng).data
+            np.testing.assert_array_equal(out != 0, expected_keep)
+            next_output = np.random.default_rng(8).bit_generator.random_raw(len(raw) + 1)[-1]
+            assert rng.bit_generator.random_raw() == next_output
+    finally:
+        ag.set_num_threads(before)
 
 
 def test_threads_pass_errors_back():
