@@ -859,10 +859,10 @@ def get_num_threads() -> int:
 
 
 def blas_thread_count() -> int:
-    """Return how many threads NumPy's BLAS starts, read as OpenBLAS reads it.
+    """Return the BLAS thread count that OPENBLAS_NUM_THREADS or OMP_NUM_THREADS requests.
 
-    That is OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS, at most the cores this process
-    may run on. train.py and infer.py give set_num_threads() the same count.
+    The count is at most the cores this process may run on, and all of them when neither
+    variable is set. train.py and infer.py give set_num_threads() this count.
     """
     if hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
@@ -1343,7 +1343,7 @@ def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float):
     state = bit_generator.state
 
     def draw(first, last):
-        """Fill the elements of raw outputs first to last: 2 * first to 2 * last."""
+        """Fill elements 2 * first to 2 * last from raw outputs first to last."""
         source = bit_generator
         if jumping:
             source = type(bit_generator)()
