@@ -897,6 +897,23 @@ def _in_parallel(work, rows: int, size: int) -> None:
         future.result()  # re-raises an exception from the thread
 
 
+def _multiply_in_place(g: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Return g *= factor, with the work split over the elementwise threads.
+
+    A backward pass uses this for the gradient of an elementwise product. Arrays of
+    other shapes or layouts take one NumPy call.
+    """
+    if g.shape != factor.shape or not (g.flags.c_contiguous and factor.flags.c_contiguous):
+        return np.multiply(g, factor, out=g)
+    flat_g, flat_factor = g.reshape(-1), factor.reshape(-1)
+
+    def work(start, stop):
+        np.multiply(flat_g[start:stop], flat_factor[start:stop], out=flat_g[start:stop])
+
+    _in_parallel(work, flat_g.size, flat_g.size)
+    return g
+
+
 def _row_blocks(start: int, stop: int, row_size: int):
     """Yield (a, b) row ranges of about _BLOCK elements that cover range(start, stop)."""
     step = max(1, _BLOCK // max(1, row_size))
@@ -1289,7 +1306,7 @@ def gelu(x: Tensor) -> Tensor:
     out = _result(out_data, (x,))
 
     def _backward(g):
-        _accumulate(x, np.multiply(g, slope, out=g), owned=True)
+        _accumulate(x, _multiply_in_place(g, slope), owned=True)
 
     return _record(out, _backward)
 
@@ -1382,7 +1399,7 @@ def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:
     out = _result(out_data, (x,))
 
     def _backward(g):
-        _accumulate(x, np.multiply(g, scale, out=g), owned=True)
+        _accumulate(x, _multiply_in_place(g, scale), owned=True)
 
     return _record(out, _backward)
 
