@@ -219,11 +219,11 @@ class SelfAttention(Module):
         bias_qkv = concatenate([self.query.bias, self.key.bias, self.value.bias], axis=0)
         qkv = linear(x, weight, bias_qkv)
 
-        # Split into heads: each of q, k, v becomes (B, H, T, D).
-        q, k, v = qkv.split(C, axis=-1)
-        q = q.reshape(B, T, H, D).transpose(1, 2)
-        k = k.reshape(B, T, H, D).transpose(1, 2)
-        v = v.reshape(B, T, H, D).transpose(1, 2)
+        # Split into heads: each of q, k, v becomes (B, H, T, D). Reshaping before the split
+        # lets backward add each head-major gradient into qkv's gradient in one strided pass,
+        # where reshaping after it would first copy the gradient into (B, T, C) order.
+        q, k, v = (t.reshape(B, T, H, D).transpose(1, 2)
+                   for t in qkv.reshape(B, T, 3, H, D).split(1, axis=2))
 
         # Scores (B, H, T, T). Scaling q (T x D values) is cheaper than scaling the T x T scores.
         scores = (q * (1.0 / np.sqrt(D))) @ k.transpose(2, 3)
