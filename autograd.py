@@ -914,6 +914,18 @@ def _multiply_in_place(g: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return g
 
 
+def _row_sums(block: np.ndarray) -> np.ndarray:
+    """Return the sum of each row of a 2-D block, as a column (rows, 1).
+
+    On rows of up to 1,024 entries einsum sums about three times faster than
+    block.sum(axis=1) (measured on (1024, 128) blocks). It adds in sequence, so longer
+    rows, such as a vocabulary, keep NumPy's more accurate pairwise sum.
+    """
+    if block.shape[1] <= 1024:
+        return np.einsum("ij->i", block)[:, None]
+    return block.sum(axis=1, keepdims=True)
+
+
 def _row_blocks(start: int, stop: int, row_size: int):
     """Yield (a, b) row ranges of about _BLOCK elements that cover range(start, stop)."""
     step = max(1, _BLOCK // max(1, row_size))
@@ -1008,10 +1020,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
                 p = probs[a:b]
                 np.subtract(scores[a:b], scores[a:b].max(axis=1, keepdims=True), out=p)
                 np.exp(p, out=p)
-                # On short rows einsum sums about three times faster than p.sum(axis=1).
-                # It adds in sequence, so long rows (a vocabulary) keep the pairwise sum.
-                sums = np.einsum("ij->i", p)[:, None] if width <= 1024 else p.sum(1, keepdims=True)
-                p *= 1.0 / sums  # a product is cheaper than a quotient
+                p *= 1.0 / _row_sums(p)  # a product is cheaper than a quotient
 
         _in_parallel(forward_rows, len(scores), scores.size)
         probs = probs.reshape(data.shape)
@@ -1132,7 +1141,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
     def forward_rows(start, stop):
         for a, b in _row_blocks(start, stop, size):
             xh, r = xhat[a:b], rstd[a:b]
-            np.subtract(rows[a:b], rows[a:b].mean(axis=1, keepdims=True), out=xh)
+            np.subtract(rows[a:b], _row_sums(rows[a:b]) * (1.0 / size), out=xh)
             np.einsum("ij,ij->i", xh, xh, out=r[:, 0])
             r *= 1.0 / size
             r += eps
@@ -1157,7 +1166,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
                 for a, b in _row_blocks(start, stop, size):
                     d, xh = g[a:b], xhat[a:b]
                     d *= weight.data
-                    mean_d = d.mean(axis=1, keepdims=True)
+                    mean_d = _row_sums(d) * (1.0 / size)
                     mean_d_xhat = np.einsum("ij,ij->i", d, xh)[:, None]
                     mean_d_xhat *= 1.0 / size
                     d -= mean_d
