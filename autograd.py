@@ -825,8 +825,8 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 #
 # A NumPy ufunc runs on one core, but it releases the GIL while it loops, so Python
 # threads that each call ufuncs on their own slice of an array run in parallel. GELU,
-# softmax and layer norm can use this on large arrays: set_num_threads(2) halves their
-# time when run alone. Inside a model it pays only if the BLAS library's threads sleep
+# softmax, layer norm, dropout and bias adds use this on large arrays: set_num_threads(2)
+# halves the time of GELU and softmax when they run alone. Inside a model it pays only if the BLAS library's threads sleep
 # soon after each matrix product. By default OpenBLAS's idle threads keep spinning, which
 # here took 0.11 s of CPU time after one product, so they hold the other cores. Set
 # OPENBLAS_THREAD_TIMEOUT=16 (spin 2^16 cycles) before NumPy loads, as train.py and infer.py
@@ -843,7 +843,7 @@ _BLOCK = 131072
 
 
 def set_num_threads(count: int) -> None:
-    """Set how many threads GELU, softmax, layer norm and bias adds split large arrays over."""
+    """Set how many threads the elementwise passes over large arrays are split over."""
     global _num_threads, _thread_pool
     if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
         raise ValueError(f"set_num_threads({count!r}) is invalid: pass a whole number of 1 or more")
@@ -854,7 +854,7 @@ def set_num_threads(count: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Return how many threads GELU, softmax, layer norm and bias adds use (see set_num_threads)."""
+    """Return how many threads the elementwise passes use (see set_num_threads)."""
     return _num_threads
 
 
@@ -1356,10 +1356,10 @@ def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float):
     generator, threads draw consecutive parts of the stream, so the mask is the same
     for any thread count.
     """
-    kept = x.dtype.type(1.0 / (1.0 - p))
+    keep_scale = x.dtype.type(1.0 / (1.0 - p))
     bit_generator = generator.bit_generator
     if not isinstance(bit_generator, _FULL_64_BIT_GENERATORS):
-        scale = np.multiply(generator.random(x.shape) >= p, kept, dtype=x.dtype)
+        scale = np.multiply(generator.random(x.shape) >= p, keep_scale, dtype=x.dtype)
         return x * scale, scale
     threshold = np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))
     flat = np.ascontiguousarray(x).reshape(-1)
@@ -1380,7 +1380,7 @@ def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float):
             start, stop = 2 * a, min(2 * b, flat.size)
             bits = source.random_raw(b - a).view(np.uint32)[:stop - start]
             np.greater_equal(bits, threshold, out=keep[:stop - start])
-            np.multiply(keep[:stop - start], kept, out=scale[start:stop])
+            np.multiply(keep[:stop - start], keep_scale, out=scale[start:stop])
             np.multiply(flat[start:stop], scale[start:stop], out=out[start:stop])
 
     if jumping:
