@@ -974,11 +974,15 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
     to_npz = dst.suffix == ".npz"
     existed = dst.exists()
     has_checkpoint = any((dst / name).exists() for name in _CHECKPOINT_FILES)
+    if existed and src.resolve() == dst.resolve():
+        raise ValueError(f"{src} is both SRC and DST; give DST another name")
     if to_npz:
         if dst.is_dir():
             raise ValueError(f"{dst} is a folder; give a .npz file name as DST")
         if not dst.parent.is_dir():
             raise FileNotFoundError(f"folder {dst.parent} of DST does not exist; create it first")
+        if existed and not force:
+            raise ValueError(f"{dst} already exists; pass --force to replace it")
     else:
         if float16:
             raise ValueError(
@@ -1034,8 +1038,9 @@ def main(argv=None) -> int:
                          help="store weights as float16 in a .npz DST (half the size; loads "
                               "back as float32); default float32")
     convert.add_argument("--force", action="store_true",
-                         help="replace the checkpoint in a DST folder that already has "
-                              "config.json or model.safetensors (default: reject)")
+                         help="replace an existing .npz DST, or the checkpoint in a DST folder "
+                              "that already has config.json or model.safetensors (default: "
+                              "reject)")
     convert.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = parser.parse_args(argv)
 

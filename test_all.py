@@ -1990,9 +1990,12 @@ def test_convert_npz_to_float16_npz(tmp_path, npz_with_state):
     np.testing.assert_allclose(outputs(model, ids)[0], outputs(reference, ids)[0], atol=2e-2)
 
 
-def test_convert_npz_overwrites_npz(tmp_path, npz_with_state):
+def test_convert_npz_overwrites_npz_with_force(tmp_path, npz_with_state):
     (tmp_path / "old.npz").write_bytes(b"old")
     run = run_bert("convert", npz_with_state, "old.npz", cwd=tmp_path)
+    assert_bert_error(run, "old.npz already exists; pass --force")
+    assert (tmp_path / "old.npz").read_bytes() == b"old"
+    run = run_bert("convert", "--force", npz_with_state, "old.npz", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("wrote old.npz (float32 weights, replacing the previous file)")
     assert bert.load(tmp_path / "old.npz")[0].config.vocab_size == 120
@@ -2011,6 +2014,13 @@ def test_convert_existing_checkpoint_needs_force(tmp_path, npz_with_state):
     run = run_bert("convert", "--force", npz_with_state, "hf", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "replaced" in run.stdout
+
+
+def test_convert_onto_its_source_rejected(tmp_path, npz_with_state):
+    before = npz_with_state.read_bytes()
+    run = run_bert("convert", "--force", npz_with_state, npz_with_state, cwd=tmp_path)
+    assert_bert_error(run, "is both SRC and DST")
+    assert npz_with_state.read_bytes() == before
 
 
 def test_convert_onto_existing_file(tmp_path, npz_with_state):
@@ -3036,6 +3046,9 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     longer = run_train(["--resume", "runs/m.ckpt.npz", "--epochs", "2"], tmp_path)
     assert longer.returncode == 0, longer.stderr
     assert "validation at step" in longer.stdout
+    shorter = run_train(["--resume", "runs/m.ckpt.npz", "--max-steps", "1"], tmp_path)
+    assert shorter.returncode == 2
+    assert "more than the 1 planned; pass --max-steps above" in shorter.stderr
     _, _, metadata, _ = bert.load_npz(tmp_path / "runs" / "m.npz")
     assert metadata["epochs_completed"] == 2
     assert not (tmp_path / "bert_model.npz").exists()
@@ -3067,7 +3080,21 @@ def test_shipped_model_file():
 def test_eval_flags_need_eval_only(tmp_path):
     run = run_train(["--model", "x.npz", "--json"], tmp_path)
     assert run.returncode == 2
-    assert "--json, --model only work with --eval-only" in run.stderr
+    assert "--json, --model need --eval-only" in run.stderr
+    assert "pass --resume CHECKPOINT instead of --model" in run.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model-size", "tiny", "--num-heads", "3"],
+     "hidden_size 128 is not divisible by num_attention_heads 3; pass a --num-heads"),
+    (["--num-layers", "0"], "num_hidden_layers must be a positive integer, got 0; check"),
+    (["--out", "m.npz", "--checkpoint", "m.npz"], "--checkpoint m.npz is also the --out file"),
+])
+def test_bad_flags_fail_before_vocabulary(tmp_path, tiny_corpus, flags, message):
+    run = run_train(["--data", str(tiny_corpus), *flags], tmp_path)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert "training a" not in run.stdout  # no vocabulary was trained first
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -336,8 +336,10 @@ def check_args(args, explicit: set) -> None:
     eval_flags = sorted({"model", "json", "eval_split"} & explicit)
     if eval_flags and not args.eval_only:
         names = ", ".join("--" + name.replace("_", "-") for name in eval_flags)
-        raise UsageError(f"{names} only work with --eval-only; add --eval-only to evaluate, "
-                         "or --resume CHECKPOINT to continue training")
+        hint = "; to continue training a checkpoint, pass --resume CHECKPOINT instead of --model"
+        raise UsageError(f"{names} {'needs' if len(eval_flags) == 1 else 'need'} --eval-only; "
+                         f"add --eval-only to evaluate a model"
+                         f"{hint if 'model' in eval_flags else ''}")
     if args.resume and Path(args.resume).is_dir():
         raise UsageError(f"--resume {args.resume} is a folder; pass the .ckpt.npz file a "
                          "training run wrote")
@@ -345,6 +347,20 @@ def check_args(args, explicit: set) -> None:
         check_writable(Path(args.out), "--out")
         if args.checkpoint:
             check_writable(Path(args.checkpoint), "--checkpoint")
+            if Path(args.checkpoint).resolve() == Path(args.out).resolve():
+                raise UsageError(f"--checkpoint {args.checkpoint} is also the --out file, so the "
+                                 "model would overwrite the checkpoint; give them different names")
+    if not args.resume and not args.eval_only:
+        # A new model's sizes are checked now, not after the vocabulary is trained.
+        sizes = argparse.Namespace(**dict(vars(args), model_size=args.model_size or "mini",
+                                          dropout=args.dropout or 0.0))
+        try:
+            config_from_args(sizes, args.vocab_size, 0)
+        except ValueError as e:
+            if "divisible" in str(e):
+                raise UsageError(f"{e}; pass a --num-heads that divides the hidden size") from None
+            raise UsageError(f"{e}; check --model-size, --num-layers, --hidden-size, "
+                             "--num-heads and --intermediate-size") from None
 
 
 def check_writable(path: Path, flag: str) -> None:
@@ -472,7 +488,7 @@ def prepare_model(args, explicit: set):
                        if getattr(requested, name) != value]
         if differences:
             raise UsageError(f"--resume {args.resume} contains a model with another config: "
-                             f"{', '.join(differences)}; drop the size flags to continue "
+                             f"{', '.join(differences)}; drop those flags to continue "
                              "with the checkpoint's")
 
     # The run: the checkpoint's settings, except a longer (or shorter) schedule on request.
@@ -547,7 +563,12 @@ def train(args, explicit: set) -> int:
         optimizer.load_state_arrays(extra, state["optimizer_step"], args.resume)
         autograd.set_rng_state(state["rng_state"])
         epoch, batch_index = state["epoch"], state["batch_index"]
-        if optimizer.step_count >= total_steps:
+        if optimizer.step_count > total_steps:
+            raise UsageError(f"--resume {args.resume} already completed "
+                             f"{optimizer.step_count:,} steps, more than the {total_steps:,} "
+                             f"planned; pass --max-steps above {optimizer.step_count} to "
+                             "train longer")
+        if optimizer.step_count == total_steps:
             print(f"nothing to do: {args.resume} already completed {optimizer.step_count:,} "
                   f"of {total_steps:,} steps; pass a larger --epochs or --max-steps to train "
                   "longer")
