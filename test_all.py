@@ -3045,7 +3045,8 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     assert "nothing to do" in again.stdout
     longer = run_train(["--resume", "runs/m.ckpt.npz", "--epochs", "2"], tmp_path)
     assert longer.returncode == 0, longer.stderr
-    assert "validation at step" in longer.stdout
+    assert "validation at step 3 (end of epoch 2)" in longer.stdout
+    assert "epoch 2/2 | step 3/3" in longer.stdout
     shorter = run_train(["--resume", "runs/m.ckpt.npz", "--max-steps", "1"], tmp_path)
     assert shorter.returncode == 2
     assert "more than the 1 planned; pass --max-steps above" in shorter.stderr

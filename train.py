@@ -398,6 +398,9 @@ def load_corpus(paths, valid_fraction: float):
 
 def run_eval_only(args, explicit: set) -> int:
     """Print validation metrics of --model; settings not given come from its training run."""
+    if not Path(args.model).exists():
+        raise FileNotFoundError(f"--model {args.model} not found in {Path.cwd()}; pass --model "
+                                f"PATH, for example the shipped {ROOT / 'bert_model.npz'}")
     if Path(args.model).is_dir():
         model, tokenizer = bert.load(args.model)
         metadata = {}
@@ -582,6 +585,8 @@ def train(args, explicit: set) -> int:
           f"{config.intermediate_size}, vocabulary {config.vocab_size:,}; "
           f"{parameter_count:,} parameters")
     planned_epochs = total_steps / steps_per_epoch if args.max_steps else epochs
+    # The epoch count that progress lines show: the loop may plan one spare epoch.
+    shown_epochs = math.ceil(planned_epochs)
     print(f"schedule: {total_steps:,} steps over {planned_epochs:.3g} epochs, warm-up "
           f"{warmup} steps, "
           f"peak lr {args.lr:g}, up to {args.batch_size * args.grad_accum * args.max_seq_len:,} "
@@ -669,7 +674,7 @@ def train(args, explicit: set) -> int:
                     elapsed = now - started
                     ms = 1000 * (now - window_start) / window_steps
                     eta = (total_steps - step) * ms / 1000
-                    print(f"epoch {epoch + 1}/{epochs} | step {step}/{total_steps} | loss "
+                    print(f"epoch {epoch + 1}/{shown_epochs} | step {step}/{total_steps} | loss "
                           f"{log['loss'] / window_steps:.4f} (mlm {log['mlm'] / window_steps:.4f}"
                           f", nsp {log['nsp'] / window_steps:.4f}) | mlm acc "
                           f"{100 * log['correct'] / max(1, log['masked']):.1f}% | lr "
@@ -689,7 +694,8 @@ def train(args, explicit: set) -> int:
             if batch_index >= usable:
                 epoch, batch_index = epoch + 1, 0
             metrics = evaluate(model, valid_batches)
-            print(f"validation at step {optimizer.step_count} (epoch {epoch}): "
+            where = f"end of epoch {epoch}" if batch_index == 0 else f"in epoch {epoch + 1}"
+            print(f"validation at step {optimizer.step_count} ({where}): "
                   f"{format_metrics(metrics)}", flush=True)
             save_checkpoint()
             save_model(metrics)
