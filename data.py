@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import os
 import random
 import re
 import sys
@@ -896,6 +897,11 @@ def main(argv: list[str] | None = None) -> int:
         shown = np.random.default_rng(args.seed).permutation(len(instances))[: args.n]
         for index in np.sort(shown):
             print(f"\ninstance {index}: " + format_instance(instances, index, tokenizer))
+    except BrokenPipeError:
+        # The reader of stdout (head, less) quit early. Point stdout at nothing, so the
+        # interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, FileNotFoundError) as error:
         print(f"data.py: error: {error}", file=sys.stderr)
         return 2

@@ -891,9 +891,12 @@ def test_demo_rejects_other_arguments():
     assert result.stderr == "autograd.py: error: unrecognized arguments: --steps 3 (see --help)\n"
 
 
-def test_demo_closed_pipe_no_traceback():
+@pytest.mark.parametrize("command", [
+    ["autograd.py"], ["tokenizer.py", "hello world"],
+    ["data.py", "--vocab", str(ROOT / "testdata" / "bert-base-uncased-vocab.txt")]])
+def test_demo_closed_pipe_no_traceback(command):
     # The reader closes the pipe before the child writes, as `head` does after its lines.
-    process = subprocess.Popen([sys.executable, str(ROOT / "autograd.py")],
+    process = subprocess.Popen([sys.executable, str(ROOT / command[0]), *command[1:]],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()
     stderr = process.stderr.read().decode()

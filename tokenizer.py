@@ -1052,6 +1052,9 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 def _run_demo(args) -> None:
     vocab_path = args.vocab or _default_vocab_path()
+    if not args.vocab and not os.path.exists(vocab_path):
+        raise FileNotFoundError(f"vocabulary file not found: {vocab_path}; pass --vocab "
+                                "PATH to a BERT vocab.txt (one token per line)")
     tok = Tokenizer.from_file(vocab_path, lowercase=not args.cased)
     text = " ".join(args.text)
     print(f"vocabulary: {vocab_path} (V={len(tok)}, {tok.config()})")
@@ -1137,6 +1140,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv[1:] if training else argv)
     try:
         _run_train(args) if training else _run_demo(args)
+    except BrokenPipeError:
+        # The reader of stdout (head, less) quit early. Point stdout at nothing, so the
+        # interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, FileNotFoundError) as e:
         print(f"tokenizer.py: error: {e}", file=sys.stderr)
         return 2

@@ -340,6 +340,9 @@ def check_args(args, explicit: set) -> None:
         raise UsageError(f"{names} {'needs' if len(eval_flags) == 1 else 'need'} --eval-only; "
                          f"add --eval-only to evaluate a model"
                          f"{hint if 'model' in eval_flags else ''}")
+    if args.resume and not Path(args.resume).exists():
+        raise FileNotFoundError(f"--resume {args.resume}: checkpoint not found; pass the "
+                                ".ckpt.npz file a training run wrote")
     if args.resume and Path(args.resume).is_dir():
         raise UsageError(f"--resume {args.resume} is a folder; pass the .ckpt.npz file a "
                          "training run wrote")
