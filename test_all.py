@@ -3088,6 +3088,13 @@ def test_eval_flags_need_eval_only(tmp_path):
     assert "pass --resume CHECKPOINT instead of --model" in run.stderr
 
 
+def test_vocab_size_below_alphabet_names_flag(tmp_path, tiny_corpus):
+    run = run_train(["--data", str(tiny_corpus), "--vocab-size", "3"], tmp_path)
+    assert run.returncode == 2
+    assert "--vocab-size 3 is smaller than the special tokens plus the" in run.stderr
+    assert "limit_alphabet" not in run.stderr
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--model-size", "tiny", "--num-heads", "3"],
      "hidden_size 128 is not divisible by num_attention_heads 3; pass a --num-heads"),

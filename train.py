@@ -467,7 +467,15 @@ def prepare_model(args, explicit: set):
             print(f"training a {args.vocab_size:,}-token WordPiece vocabulary on "
                   f"{len(train_docs):,} documents ...", flush=True)
             texts = (sentence for document in train_docs for sentence in document)
-            tokenizer = Tokenizer(train_vocab(texts, args.vocab_size))
+            try:
+                tokenizer = Tokenizer(train_vocab(texts, args.vocab_size))
+            except ValueError as e:
+                if "alphabet" not in str(e):
+                    raise
+                alphabet = str(e).split(" plus the ")[-1].split(";")[0]  # "N-entry alphabet"
+                raise UsageError(f"--vocab-size {args.vocab_size} is smaller than the special "
+                                 f"tokens plus the {alphabet} of this corpus; pass a larger "
+                                 "--vocab-size") from None
             print(f"  done in {time.time() - t0:.1f} s", flush=True)
             if len(tokenizer) < args.vocab_size:
                 print(f"note: the corpus supports only {len(tokenizer):,} tokens, fewer than "
