@@ -488,9 +488,15 @@ def load_npz(path) -> tuple:
         tokens = str(entries["__vocab__"]).split("\n")
         options = json.loads(str(entries["__tokenizer__"]))
         metadata = json.loads(str(entries["__metadata__"]))
-    except (KeyError, json.JSONDecodeError) as e:
+        tokenizer = Tokenizer(tokens, **options)
+    except KeyError as e:
+        raise ValueError(f"{path}: header entry {e} is missing; re-create the file with "
+                         "train.py or bert.py convert") from None
+    except json.JSONDecodeError as e:
         raise ValueError(f"{path}: damaged header entry ({e})") from None
-    tokenizer = Tokenizer(tokens, **options)
+    except (ValueError, TypeError) as e:
+        # A config or vocabulary that cannot work, e.g. heads that do not divide the hidden size.
+        raise ValueError(f"{path}: {e}") from None
 
     architecture = str(entries["__architecture__"])
     # Every weight is read from the file next, so none is drawn at random first.

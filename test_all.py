@@ -1797,6 +1797,27 @@ def test_npz_pickle_rejected(tmp_path):
         bert.load(path)
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("no vocabulary", "header entry '__vocab__' is missing"),
+    ("5 heads", "is not divisible by num_attention_heads 5"),
+])
+def test_npz_bad_header_names_file(tmp_path, damage, message):
+    model = BertForPreTraining(tiny_config(vocab_size=120))
+    path = tmp_path / "model.npz"
+    bert.save(model, small_tokenizer(), path)
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {key: npz[key] for key in npz.files}
+    if damage == "no vocabulary":
+        del entries["__vocab__"]
+    else:
+        config = json.loads(str(entries["__config__"]))
+        entries["__config__"] = np.array(json.dumps(dict(config, num_attention_heads=5)))
+    np.savez(path, **entries)
+    with pytest.raises(ValueError, match="model.npz: ") as error:
+        bert.load(path)
+    assert message in str(error.value)
+
+
 def test_npz_foreign_rejected(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, weights=np.zeros(3))
