@@ -148,6 +148,12 @@ def collect_texts(arguments: list[str], stdin) -> tuple[list[str], list[str]]:
             texts += stdin_texts
             labels += stdin_labels
         else:
+            try:
+                argument.encode("utf-8")
+            except UnicodeEncodeError as e:
+                # Python keeps bytes of the command line that are not UTF-8 as lone surrogates.
+                raise UsageError(f"text {position} is not valid UTF-8 (character {e.start}); "
+                                 "pass UTF-8 text") from None
             texts.append(argument)
             labels.append(f"text {position}")
     return texts, labels

@@ -3552,6 +3552,17 @@ def test_invalid_utf8_stdin():
     assert b"Traceback" not in result.stderr
 
 
+def test_invalid_utf8_argument():
+    # os.fsdecode keeps the byte 0xe9 as a lone surrogate, and subprocess passes it back
+    # as that byte, as a shell does with a Latin-1 word.
+    text = os.fsdecode(b"caf\xe9 [MASK]")
+    result = subprocess.run([sys.executable, str(INFER), "--model", str(TINY_HF), text],
+                            capture_output=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert b"text 1 is not valid UTF-8" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
 def test_encoder_only_points_to_embed():
     result = run_infer("--model", TINY_HF_ENCODER, "the [MASK] sat.")
     check_error(result, 2, "--embed")
