@@ -469,9 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="infer.py",
         description="Predict the tokens behind [MASK] with a BERT model, or compute sentence "
                     "embeddings (--embed).",
-        epilog="Exit codes: 0 success, 2 usage error (bad option, empty text, no [MASK], model "
-               "not found, encoder-only model without --embed), 1 other failure (damaged "
-               "model file, unexpected error).")
+        epilog="Exit codes: 0 success, 2 bad input (bad option, empty text, no [MASK], model "
+               "not found or damaged, encoder-only model without --embed), as in train.py and "
+               "bert.py; 1 other failure (an unreadable file, an unexpected error).")
     parser.add_argument(
         "texts", nargs="*", metavar="TEXT",
         help="texts to process; [MASK] (any letter case) marks each token to predict. "
@@ -557,8 +557,9 @@ def run(args, stdin=None, stdout=None) -> None:
 
 
 def exit_code(error: BaseException) -> int:
-    # A path that does not exist is a mistake on the command line, like a bad option.
-    return 2 if isinstance(error, (UsageError, FileNotFoundError)) else 1
+    # A missing or damaged model file is bad input, like a bad option (ValueError covers
+    # UsageError), as train.py and bert.py count it too.
+    return 2 if isinstance(error, (ValueError, FileNotFoundError)) else 1
 
 
 def main(argv=None) -> int:

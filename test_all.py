@@ -3591,13 +3591,18 @@ def test_missing_default_model_is_named(tmp_path):
 def test_corrupt_model(tmp_path):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"this is not a zip file" * 10)
-    check_error(run_infer("--model", corrupt, "the [MASK] sat."), 1, str(corrupt))
+    check_error(run_infer("--model", corrupt, "the [MASK] sat."), 2, str(corrupt))
+    # The three scripts count a damaged model file alike.
+    train_run = run_train(["--eval-only", "--model", str(corrupt)], tmp_path)
+    assert train_run.returncode == 2
+    convert_run = run_bert("convert", corrupt, tmp_path / "out.npz", cwd=tmp_path)
+    assert convert_run.returncode == 2
 
 
 def test_truncated_model(tmp_path, tiny_npz):
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(tiny_npz.read_bytes()[: tiny_npz.stat().st_size // 2])
-    check_error(run_infer("--model", truncated, "the [MASK] sat."), 1, str(truncated))
+    check_error(run_infer("--model", truncated, "the [MASK] sat."), 2, str(truncated))
 
 
 def test_folder_without_checkpoint(tmp_path):
@@ -3612,7 +3617,7 @@ def test_debug_shows_traceback(tmp_path):
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a model")
     result = run_infer("--debug", "--model", corrupt, "the [MASK] sat.")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" in result.stderr
 
 
