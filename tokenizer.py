@@ -720,6 +720,20 @@ def count_words(
     return basic_counts
 
 
+class VocabSizeError(ValueError):
+    """The error of a vocab_size below the special tokens plus the alphabet.
+
+    `alphabet_size` is the alphabet's entry count, for callers that word their own message.
+    """
+
+    def __init__(self, vocab_size: int, special_count: int, alphabet_size: int):
+        super().__init__(
+            f"vocab_size={vocab_size} is smaller than the {special_count} special tokens "
+            f"plus the {alphabet_size}-entry alphabet; raise vocab_size or lower limit_alphabet"
+        )
+        self.alphabet_size = alphabet_size
+
+
 def train_vocab(
     texts,
     vocab_size: int,
@@ -778,11 +792,7 @@ def train_vocab(
             vocab.append(token)
             seen.add(token)
     if vocab_size < len(vocab):
-        raise ValueError(
-            f"vocab_size={vocab_size} is smaller than the {len(special_tokens)} special tokens "
-            f"plus the {len(vocab) - len(special_tokens)}-entry alphabet; raise vocab_size "
-            "or lower limit_alphabet"
-        )
+        raise VocabSizeError(vocab_size, len(special_tokens), len(vocab) - len(special_tokens))
     merges = _learn_merges(words, vocab_size - len(vocab), min_frequency, seen)
     return vocab + merges
 

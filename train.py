@@ -47,7 +47,7 @@ import bert
 from autograd import cross_entropy
 from bert import BertConfig, BertForPreTraining
 from data import PretrainingData, format_instance, read_documents, split_documents
-from tokenizer import Tokenizer, train_vocab
+from tokenizer import Tokenizer, VocabSizeError, train_vocab
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = ROOT / "wiki-vital-en.txt.gz"
@@ -469,13 +469,10 @@ def prepare_model(args, explicit: set):
             texts = (sentence for document in train_docs for sentence in document)
             try:
                 tokenizer = Tokenizer(train_vocab(texts, args.vocab_size))
-            except ValueError as e:
-                if "alphabet" not in str(e):
-                    raise
-                alphabet = str(e).split(" plus the ")[-1].split(";")[0]  # "N-entry alphabet"
+            except VocabSizeError as e:
                 raise UsageError(f"--vocab-size {args.vocab_size} is smaller than the special "
-                                 f"tokens plus the {alphabet} of this corpus; pass a larger "
-                                 "--vocab-size") from None
+                                 f"tokens plus the {e.alphabet_size}-entry alphabet of this "
+                                 "corpus; pass a larger --vocab-size") from None
             print(f"  done in {time.time() - t0:.1f} s", flush=True)
             if len(tokenizer) < args.vocab_size:
                 print(f"note: the corpus supports only {len(tokenizer):,} tokens, fewer than "
