@@ -33,8 +33,8 @@ Shape legend: B batch, T sequence length, C hidden size, H heads, D = C // H hea
 size, V vocabulary, I intermediate size, N rows of a 2-D view such as B * T.
 
 Limitations:
-- CPU and NumPy only: no GPU. Matrix products use the BLAS library's threads. GELU,
-  softmax and layer norm run on one thread unless set_num_threads() asks for more.
+- CPU and NumPy only: no GPU. Matrix products use the BLAS library's threads. The
+  elementwise passes run on one thread unless set_num_threads() requests more.
 - Gradients are first order: backward closures run on plain arrays, so a gradient of
   a gradient cannot be taken.
 - One side of `**` must be a Python number: `t ** 2` and `2 ** t` work, `t ** t`
@@ -826,13 +826,13 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 # A NumPy ufunc runs on one core, but it releases the GIL while it loops, so Python
 # threads that each call ufuncs on their own slice of an array run in parallel. GELU,
 # softmax, layer norm, dropout and bias adds use this on large arrays: set_num_threads(2)
-# halves the time of GELU and softmax when they run alone. Inside a model it pays only if the BLAS library's threads sleep
-# soon after each matrix product. By default OpenBLAS's idle threads keep spinning, which
-# here took 0.11 s of CPU time after one product, so they hold the other cores. Set
-# OPENBLAS_THREAD_TIMEOUT=16 (spin 2^16 cycles) before NumPy loads, as train.py and infer.py
-# do, and an encoder layer of the mini preset ran about 10% faster on two threads than on
-# one (measured on 2 cores).
-# The default here stays one thread, because this module cannot know how NumPy was loaded.
+# halves the time of GELU and softmax when they run alone. Inside a model it pays only if
+# the BLAS library's threads sleep soon after each matrix product. By default OpenBLAS's
+# idle threads keep spinning, which here took 0.11 s of CPU time after one product, so they
+# hold the other cores. Set OPENBLAS_THREAD_TIMEOUT=16 (spin 2^16 cycles) before NumPy
+# loads, as train.py and infer.py do, and an encoder layer of the mini preset ran about 10%
+# faster on two threads than on one (measured on 2 cores). The default here stays one
+# thread, because this module cannot know how NumPy was loaded.
 
 _num_threads = 1
 _thread_pool = None
@@ -898,7 +898,7 @@ def _in_parallel(work, rows: int, size: int) -> None:
 
 
 def _multiply_in_place(g: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """Return g *= factor, with the work split over the elementwise threads.
+    """Multiply g by factor in place, split over the elementwise threads, and return g.
 
     A backward pass uses this for the gradient of an elementwise product. Arrays of
     other shapes or layouts take one NumPy call.

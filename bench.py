@@ -689,7 +689,7 @@ def worker_autograd(settings: dict) -> dict:
         seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
         results[f"layer_dropout_{dropout_p}"] = timing_fields(seconds)
         if dropout_p == 0.0:
-            # The same layer with GELU, softmax and layer norm on one thread.
+            # The same layer with its elementwise passes on one thread.
             threads = autograd.get_num_threads()
             results["elementwise_threads"] = threads
             autograd.set_num_threads(1)
@@ -946,7 +946,7 @@ WORKERS = {
 
 def run_worker_main(name: str, settings: dict) -> int:
     """Run one worker in this (child) process and print its result and peak memory as JSON."""
-    # As train.py and infer.py do: GELU, softmax and layer norm on as many threads as BLAS.
+    # As train.py and infer.py do: elementwise passes on as many threads as BLAS uses.
     autograd.set_num_threads(autograd.blas_thread_count())
     result = WORKERS[name](settings)
     result["peak_mb"] = peak_rss_mb()
@@ -1378,7 +1378,8 @@ def format_report(out: dict) -> str:
         threads = {f.get("elementwise_threads") for sides in out["infer"].values()
                    for f in sides.values()} - {None}
         if threads:
-            lines.append(f"    ours: GELU, softmax and layer norm on {max(threads)} thread(s)")
+            lines.append(f"    ours: elementwise passes (GELU, softmax, layer norm, dropout, "
+                         f"bias adds) on {max(threads)} thread(s)")
         for key in out["infer"]:
             speed = out["ratios"].get(f"infer_{key}_speed")
             if speed is not None:
@@ -1441,7 +1442,7 @@ def format_report(out: dict) -> str:
             ["its matmuls alone", _fmt(a["matmuls_alone"]["ms_median"]),
              _fmt(a["matmuls_alone"]["ms_min"])],
         ])
-        lines.append(f"    GELU, softmax and layer norm on {a['elementwise_threads']} thread(s) "
+        lines.append(f"    elementwise passes on {a['elementwise_threads']} thread(s) "
                      "(autograd.set_num_threads) except in the 1-thread row, "
                      f"OPENBLAS_THREAD_TIMEOUT={a['openblas_thread_timeout']}")
         lines.append(f"    ratio layer / matmuls: {a['ratio']:.2f}x (dropout 0.1), "
