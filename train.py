@@ -336,10 +336,12 @@ def check_args(args, explicit: set) -> None:
     eval_flags = sorted({"model", "json", "eval_split"} & explicit)
     if eval_flags and not args.eval_only:
         names = ", ".join("--" + name.replace("_", "-") for name in eval_flags)
-        hint = "; to continue training a checkpoint, pass --resume CHECKPOINT instead of --model"
-        raise UsageError(f"{names} {'needs' if len(eval_flags) == 1 else 'need'} --eval-only; "
-                         f"add --eval-only to evaluate a model"
-                         f"{hint if 'model' in eval_flags else ''}")
+        verb = "needs" if len(eval_flags) == 1 else "need"
+        message = f"{names} {verb} --eval-only; add --eval-only to evaluate a model"
+        if "model" in eval_flags:
+            message += ("; to continue training a checkpoint, pass --resume CHECKPOINT "
+                        "instead of --model")
+        raise UsageError(message)
     if args.resume and not Path(args.resume).exists():
         raise FileNotFoundError(f"--resume {args.resume}: checkpoint not found; pass the "
                                 ".ckpt.npz file a training run wrote")
