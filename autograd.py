@@ -33,8 +33,8 @@ Shape legend: B batch, T sequence length, C hidden size, H heads, D = C // H hea
 size, V vocabulary, I intermediate size, N rows of a 2-D view such as B * T.
 
 Limitations:
-- CPU and NumPy only: no GPU. Matrix products use the BLAS library's threads. The
-  elementwise passes run on one thread unless set_num_threads() requests more.
+- CPU and NumPy only: no GPU. Everything runs on one Python thread, and the products on
+  the BLAS library's threads, unless set_num_threads() requests more (see "threads" below).
 - Gradients are first order: backward closures run on plain arrays, so a gradient of
   a gradient cannot be taken.
 - One side of `**` must be a Python number: `t ** 2` and `2 ** t` work, `t ** t`
@@ -377,10 +377,10 @@ class Tensor:
                 f"matmul shapes {a.shape} and {b.shape} are incompatible: the last axis "
                 "of the first must equal the second-to-last axis of the second"
             )
-        if b.ndim == 2 and a.ndim > 2:
+        if b.ndim == 2 and a.ndim >= 2:
             # (..., K) @ (K, N) as one 2-D product, which BLAS runs faster than a loop
             # over the leading axes.
-            out_data = (a.data.reshape(-1, a.shape[-1]) @ b.data).reshape(
+            out_data = _product(a.data.reshape(-1, a.shape[-1]), b.data).reshape(
                 a.shape[:-1] + (b.shape[1],))
         else:
             try:
@@ -393,13 +393,13 @@ class Tensor:
         out = _result(out_data, (a, b))
 
         def _backward(g):
-            if b.ndim == 2 and a.ndim > 2:
+            if b.ndim == 2 and a.ndim >= 2:
                 g2 = g.reshape(-1, g.shape[-1])
                 if a.requires_grad:
-                    _accumulate(a, (g2 @ b.data.T).reshape(a.shape), owned=True)
+                    _accumulate(a, _product(g2, b.data.T).reshape(a.shape), owned=True)
                 if b.requires_grad:
                     a2 = a.data.reshape(-1, a.shape[-1])
-                    _accumulate(b, a2.T @ g2, owned=True)
+                    _accumulate(b, _product(a2.T, g2), owned=True)
                 return
             # As in np.matmul, a 1-D first operand acts as a matrix with one row and
             # a 1-D second operand as one with one column. Their gradients are
@@ -821,20 +821,31 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
     return out
 
 
-# ---------------------------------------------------------------- threads for elementwise work
+# ---------------------------------------------------------------- threads
 #
-# A NumPy ufunc runs on one core, but it releases the GIL while it loops, so Python
-# threads that each call ufuncs on their own slice of an array run in parallel. GELU,
-# softmax, layer norm, dropout and bias adds use this on large arrays: set_num_threads(2)
-# halves the time of GELU and softmax when they run alone. Inside a model it pays only if
-# the BLAS library's threads sleep soon after each matrix product. By default OpenBLAS's
-# idle threads keep spinning, which here took 0.11 s of CPU time after one product, so they
-# hold the other cores. Set OPENBLAS_THREAD_TIMEOUT=16 (spin 2^16 cycles) before NumPy
-# loads, as train.py and infer.py do, and an encoder layer of the mini preset ran about 10%
-# faster on two threads than on one (measured on 2 cores). The default here stays one
-# thread, because this module cannot know how NumPy was loaded.
+# NumPy's ufuncs and BLAS calls release the GIL while they run, so Python threads that
+# each work on their own slice of an array run in parallel. With set_num_threads(n),
+# autograd splits its large pieces of work over n threads: the elementwise passes (GELU,
+# softmax, layer norm, dropout, bias adds) always, and the matrix products of linear()
+# and matmul() and the blocks of attention() when BLAS itself runs one thread.
+#
+# Why autograd splits the products itself: a BLAS library that starts its own threads
+# (OpenBLAS by default) spins them after each product, holding the cores the elementwise
+# threads need, and it runs attention's many small products (T x D by D x T) poorly.
+# Two threads that each call a one-thread BLAS on half the rows matched OpenBLAS's own two
+# threads on every linear layer of BERT and took 3.9 ms instead of 6.3 ms for the attention
+# scores of MiniLM (32 x 128 tokens, 12 heads; measured on 2 cores). When the
+# environment does not limit BLAS to one thread, products are left to BLAS, because two
+# threads that each call a multi-threaded OpenBLAS ran 5 to 8 times slower.
+#
+# The default is one thread: this module cannot know how NumPy was loaded. train.py and
+# infer.py set OPENBLAS_NUM_THREADS=1 before NumPy loads and then call set_num_threads.
 
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Read once, here, because BLAS read the same variables when NumPy loaded it (above).
+_blas_one_thread = any(os.environ.get(name, "").strip() == "1" for name in _BLAS_THREAD_VARIABLES)
 _num_threads = 1
+_split_products = False  # whether products and attention blocks use the threads
 _thread_pool = None
 _PARALLEL_MIN_SIZE = 1 << 17  # elements; below this, handing work to threads costs more
 # Elements per block of a blockwise pass: large enough that the ufunc calls (each takes
@@ -843,33 +854,47 @@ _BLOCK = 131072
 
 
 def set_num_threads(count: int) -> None:
-    """Set how many threads the elementwise passes over large arrays are split over."""
-    global _num_threads, _thread_pool
+    """Set how many threads autograd splits large elementwise passes and products over.
+
+    Products and attention use the threads only if OPENBLAS_NUM_THREADS,
+    OMP_NUM_THREADS or MKL_NUM_THREADS was 1 when this module loaded, that is, when
+    BLAS runs one thread itself.
+    """
+    global _num_threads, _thread_pool, _split_products
     if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
         raise ValueError(f"set_num_threads({count!r}) is invalid: pass a whole number of 1 or more")
     if _thread_pool is not None and count != _num_threads:
         _thread_pool.shutdown()
         _thread_pool = None
     _num_threads = int(count)
+    _split_products = _num_threads > 1 and _blas_one_thread
 
 
 def get_num_threads() -> int:
-    """Return how many threads the elementwise passes use (see set_num_threads)."""
+    """Return how many threads autograd's large passes use (see set_num_threads)."""
     return _num_threads
 
 
-def blas_thread_count() -> int:
-    """Return the BLAS thread count that OPENBLAS_NUM_THREADS or OMP_NUM_THREADS requests.
+def products_use_threads() -> bool:
+    """Return whether matrix products and attention run on autograd's threads."""
+    return _split_products
 
-    The count is at most the cores this process may run on, and all of them when neither
-    variable is set. train.py and infer.py give set_num_threads() this count.
+
+def thread_count(environ=None) -> int:
+    """Return the thread count that OPENBLAS_NUM_THREADS or OMP_NUM_THREADS requests.
+
+    `environ` is a mapping such as os.environ (the default). The count is at most the
+    cores this process may run on, and all of them when neither variable is set.
+    train.py and infer.py read it before they limit BLAS to one thread, and give it to
+    set_num_threads().
     """
+    environ = os.environ if environ is None else environ
     if hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
     else:
         cores = os.cpu_count() or 1
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(variable, "").strip()
+    for variable in _BLAS_THREAD_VARIABLES[:2]:
+        value = str(environ.get(variable, "")).strip()
         if value.isdigit() and int(value) > 0:
             return min(int(value), cores)
     return cores
@@ -933,6 +958,29 @@ def _row_blocks(start: int, stop: int, row_size: int):
         yield a, min(a + step, stop)
 
 
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the 2-D matrix product a @ b, split over the threads when they may be used.
+
+    Each thread takes a block of rows of a, or of columns of b when b is wider than a is
+    tall, and makes one BLAS call for it.
+    """
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
+    # The size counts multiply-adds / 8, so products of about a million multiply-adds
+    # and more are split.
+    size = a.shape[0] * a.shape[1] * b.shape[1] // 8 if _split_products else 0
+    if a.shape[0] >= b.shape[1]:
+        def rows(start, stop):
+            np.matmul(a[start:stop], b, out=out[start:stop])
+
+        _in_parallel(rows, a.shape[0], size)
+    else:
+        def columns(start, stop):
+            np.matmul(a, b[:, start:stop], out=out[:, start:stop])
+
+        _in_parallel(columns, b.shape[1], size)
+    return out
+
+
 # ---------------------------------------------------------------- fused operations
 
 
@@ -980,7 +1028,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != weight.shape[1:]:
         raise ValueError(f"linear bias shape {bias.shape} must be {weight.shape[1:]}")
     x2 = x.data.reshape(-1, weight.shape[0])  # (N, IN)
-    out_data = x2 @ weight.data  # (N, OUT)
+    out_data = _product(x2, weight.data)  # (N, OUT)
     if bias is not None:
         def add_bias(start, stop):
             out_data[start:stop] += bias.data
@@ -992,11 +1040,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     def _backward(g):
         g2 = g.reshape(x2.shape[0], weight.shape[1])  # (N, OUT)
         if weight.requires_grad:
-            _accumulate(weight, x2.T @ g2, owned=True)
+            _accumulate(weight, _product(x2.T, g2), owned=True)
         if bias is not None and bias.requires_grad:
             _accumulate(bias, g2.sum(axis=0), owned=True)
         if x.requires_grad:
-            _accumulate(x, (g2 @ weight.data.T).reshape(x.shape), owned=True)
+            _accumulate(x, _product(g2, weight.data.T).reshape(x.shape), owned=True)
 
     return _record(out, _backward)
 
@@ -1066,6 +1114,104 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
         _accumulate(x, np.subtract(g, probs, out=g), owned=True)
 
     return _record(out, _backward)
+
+
+def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
+              training: bool = False, rng=None):
+    """Multi-head scaled dot-product attention as one node; returns (context, probabilities).
+
+    qkv (B, T, 3C) holds the query, key and value projections side by side, each C = H * D
+    wide, as one (C, 3C) linear layer makes them. bias is None or an additive array that
+    broadcasts to (B, H, T, T), such as the (B, 1, 1, T) padding bias. For each head,
+        P = softmax(Q K^T / sqrt(D) + bias),    context = dropout(P) V,
+    and the heads' contexts are joined into (B, T, C). P (B, H, T, T) comes back as a
+    tensor outside the graph: no gradient flows through it. Dropout (inverted, probability dropout_p)
+    acts only when training, drawing from `rng` or the module generator as dropout() does.
+
+    Why one node: the scores of a few heads (T x T each) are computed, shifted, turned
+    into probabilities and multiplied with V while they are still in cache, and the
+    heads split and join through strided views, not copies. Blocks of heads run on the
+    elementwise threads. Backward uses the chain rule through the same steps:
+        dV = dropout(P)^T dC,   dP = dC V^T (times the dropout scale),
+        dS = P * (dP - rowsum(dP * P)),   dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D),
+    and writes dQ, dK and dV straight into the (B, T, 3C) gradient of qkv.
+    """
+    if qkv.ndim != 3 or qkv.shape[2] % (3 * num_heads) != 0:
+        raise ValueError(
+            f"attention input {qkv.shape} must be (B, T, 3C) with C divisible by "
+            f"num_heads {num_heads}"
+        )
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {dropout_p}")
+    B, T, width = qkv.shape
+    C = width // 3
+    H = num_heads
+    D = C // H
+    dtype = qkv.dtype
+    heads = qkv.data.reshape(B, T, 3, H, D)
+    q, k, v = (heads[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, H, T, D) views
+    scale = dtype.type(1.0 / math.sqrt(D))
+    if bias is not None:
+        bias = np.asarray(bias.data if isinstance(bias, Tensor) else bias)
+        try:
+            bias = np.broadcast_to(bias.astype(dtype, copy=False), (B, H, T, T))
+        except ValueError:
+            raise ValueError(
+                f"attention bias of shape {bias.shape} cannot be broadcast to the "
+                f"scores' shape {(B, H, T, T)}"
+            ) from None
+    probs = np.empty((B, H, T, T), dtype=dtype)
+    drop = None  # dropout scale per probability: 0 or 1 / (1 - dropout_p)
+    if training and dropout_p > 0.0:
+        generator = _default_generator if rng is None else rng
+        _, drop = _dropout_arrays(generator, probs, dropout_p, scale_only=True)
+    context = np.empty((B, T, H, D), dtype=dtype)
+    context_heads = context.transpose(0, 2, 1, 3)  # (B, H, T, D) view of it
+    # Work units: one sequence and a few heads, about _BLOCK scores in all.
+    per_unit = max(1, min(H, _BLOCK // (T * T)))
+    units = [(b, h, min(h + per_unit, H)) for b in range(B) for h in range(0, H, per_unit)]
+
+    def forward_units(first, last):
+        for b, h0, h1 in units[first:last]:
+            p = probs[b, h0:h1]  # (n, T, T): scores, then probabilities in place
+            np.matmul(q[b, h0:h1] * scale, k[b, h0:h1].transpose(0, 2, 1), out=p)
+            if bias is not None:
+                p += bias[b, h0:h1]
+            rows = p.reshape(-1, T)
+            rows -= rows.max(axis=1, keepdims=True)
+            np.exp(rows, out=rows)
+            rows *= 1.0 / _row_sums(rows)
+            weights = p if drop is None else p * drop[b, h0:h1]
+            np.matmul(weights, v[b, h0:h1], out=context_heads[b, h0:h1])
+
+    # Each unit makes BLAS calls, so units run on the threads only when products may.
+    _in_parallel(forward_units, len(units), probs.size if _split_products else 0)
+    out = _result(context.reshape(B, T, C), (qkv,))
+
+    def _backward(g):
+        grad = np.empty((B, T, 3, H, D), dtype=dtype)
+        dq, dk, dv = (grad[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        g_heads = g.reshape(B, T, H, D).transpose(0, 2, 1, 3)
+
+        def backward_units(first, last):
+            for b, h0, h1 in units[first:last]:
+                p, gb = probs[b, h0:h1], g_heads[b, h0:h1]
+                weights = p if drop is None else p * drop[b, h0:h1]
+                np.matmul(weights.transpose(0, 2, 1), gb, out=dv[b, h0:h1])
+                dp = gb @ v[b, h0:h1].transpose(0, 2, 1)  # gradient of the weights
+                if drop is not None:
+                    dp *= drop[b, h0:h1]
+                rows, p_rows = dp.reshape(-1, T), p.reshape(-1, T)
+                rows -= np.einsum("ij,ij->i", rows, p_rows)[:, None]
+                rows *= p_rows  # now the gradient of the scores
+                np.matmul(dp, k[b, h0:h1], out=dq[b, h0:h1])
+                dq[b, h0:h1] *= scale
+                np.matmul(dp.transpose(0, 2, 1), q[b, h0:h1] * scale, out=dk[b, h0:h1])
+
+        _in_parallel(backward_units, len(units), probs.size if _split_products else 0)
+        _accumulate(qkv, grad.reshape(B, T, width), owned=True)
+
+    return _record(out, _backward), _result(probs, ())
 
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
@@ -1347,8 +1493,11 @@ _FULL_64_BIT_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philo
 _JUMPING_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM)
 
 
-def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float):
+def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float,
+                    scale_only: bool = False):
     """Return (x * scale, scale), with scale 0 (probability p) or 1 / (1 - p) per element.
+
+    With `scale_only`, x gives only the shape and dtype, and the first array is None.
 
     Each element compares 32 random bits with p * 2^32. Taking two elements from each
     raw 64-bit output was about 1.6 times faster than generator.random() here, and is
@@ -1360,10 +1509,11 @@ def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float):
     bit_generator = generator.bit_generator
     if not isinstance(bit_generator, _FULL_64_BIT_GENERATORS):
         scale = np.multiply(generator.random(x.shape) >= p, keep_scale, dtype=x.dtype)
-        return x * scale, scale
+        return None if scale_only else x * scale, scale
     threshold = np.uint32(min(round(p * 2.0 ** 32), 2 ** 32 - 1))
     flat = np.ascontiguousarray(x).reshape(-1)
-    scale, out = np.empty_like(flat), np.empty_like(flat)
+    scale = np.empty_like(flat)
+    out = None if scale_only else np.empty_like(flat)
     outputs = (flat.size + 1) // 2  # raw outputs to draw
     jumping = isinstance(bit_generator, _JUMPING_GENERATORS)
     state = bit_generator.state
@@ -1381,14 +1531,15 @@ def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float):
             bits = source.random_raw(b - a).view(np.uint32)[:stop - start]
             np.greater_equal(bits, threshold, out=keep[:stop - start])
             np.multiply(keep[:stop - start], keep_scale, out=scale[start:stop])
-            np.multiply(flat[start:stop], scale[start:stop], out=out[start:stop])
+            if out is not None:
+                np.multiply(flat[start:stop], scale[start:stop], out=out[start:stop])
 
     if jumping:
         _in_parallel(draw, outputs, flat.size)
         bit_generator.advance(outputs)
     else:
         draw(0, outputs)
-    return out.reshape(x.shape), scale.reshape(x.shape)
+    return None if out is None else out.reshape(x.shape), scale.reshape(x.shape)
 
 
 def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:

@@ -589,11 +589,24 @@ def worker_tokenizer_hf(settings: dict) -> dict:
                     "TOKENIZERS_PARALLELISM=false"}
 
 
-def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng) -> tuple:
+def _split_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b split over autograd's threads with one BLAS thread each, as autograd runs it."""
+    if a.ndim == 2:
+        return autograd._product(a, b)
+    out = np.empty(a.shape[:-1] + b.shape[-1:], dtype=a.dtype)
+
+    def part(start, stop):
+        np.matmul(a[start:stop], b[start:stop], out=out[start:stop])
+
+    autograd._in_parallel(part, len(a), out.size)
+    return out
+
+
+def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng, product=np.matmul) -> tuple:
     """Prepare the matrix products of one encoder layer's forward and backward, contiguous.
 
-    Returns (run, flops): run() performs every product once, as our autograd needs them
-    (forward, then d input and d weight for each), and flops counts them.
+    Returns (run, flops): run() performs every product once with `product`, as our
+    autograd needs them (forward, then d input and d weight for each), and flops counts them.
     """
     D, N = C // H, B * T
     f32 = np.float32
@@ -610,16 +623,16 @@ def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng) -> tuple:
         # (input, weight, upstream gradient) of each Linear: forward, d input, d weight.
         for inp, weight, grad in ((x, w_qkv, g_qkv), (x, w_out, g_c), (x, w_1, g_i),
                                   (h, w_2, g_c)):
-            inp @ weight
-            grad @ weight.T
-            inp.T @ grad
+            product(inp, weight)
+            product(grad, weight.T)
+            product(inp.T, grad)
         # Attention: scores = q k^T, context = p v, and their gradients.
-        q @ k.transpose(0, 2, 1)
-        g_p @ k
-        g_p.transpose(0, 2, 1) @ q
-        p @ v
-        g_ctx @ v.transpose(0, 2, 1)
-        p.transpose(0, 2, 1) @ g_ctx
+        product(q, k.transpose(0, 2, 1))
+        product(g_p, k)
+        product(g_p.transpose(0, 2, 1), q)
+        product(p, v)
+        product(g_ctx, v.transpose(0, 2, 1))
+        product(p.transpose(0, 2, 1), g_ctx)
 
     flops = 3 * (2 * N * (4 * C * C + 2 * C * I) + 4 * B * T * T * C)
     return run, float(flops)
@@ -689,9 +702,10 @@ def worker_autograd(settings: dict) -> dict:
         seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
         results[f"layer_dropout_{dropout_p}"] = timing_fields(seconds)
         if dropout_p == 0.0:
-            # The same layer with its elementwise passes on one thread.
+            # The same layer with everything on one thread.
             threads = autograd.get_num_threads()
             results["elementwise_threads"] = threads
+            results["products_use_threads"] = autograd.products_use_threads()
             autograd.set_num_threads(1)
             seconds = time_runs(step, settings["warmup"], settings["layer_runs"])
             results["layer_one_thread"] = timing_fields(seconds)
@@ -699,25 +713,29 @@ def worker_autograd(settings: dict) -> dict:
 
     out, _ = layer(x, None)
     results["graph_nodes_per_layer"] = len(autograd._topological_order(out))
-    results["openblas_thread_timeout"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
     del out
-    run, flops = _layer_matmuls(B, T, C, H, I, rng)
+    # The products alone as autograd runs them; the parent also times them on BLAS's own
+    # threads (worker layer_matmuls) and takes the faster of the two.
+    run, flops = _layer_matmuls(B, T, C, H, I, rng, _split_product)
     seconds = time_runs(run, settings["warmup"], settings["layer_runs"])
-    results["matmuls_alone"] = timing_fields(seconds)
+    results["matmuls_split"] = timing_fields(seconds)
     results["matmul_flops"] = flops
-    results["matmul_gflops"] = flops / statistics.median(seconds) / 1e9
-    results["ratio"] = (results["layer_dropout_0.1"]["ms_median"]
-                        / results["matmuls_alone"]["ms_median"])
-    results["ratio_without_dropout"] = (results["layer_dropout_0.0"]["ms_median"]
-                                        / results["matmuls_alone"]["ms_median"])
     results["node_overhead"] = _node_overhead(settings["chain_nodes"], settings["layer_runs"])
     return results
+
+
+def worker_layer_matmuls(settings: dict) -> dict:
+    """Time one encoder layer's matrix products on BLAS's own threads (see worker_autograd)."""
+    B, T = settings["batch_size"], settings["seq_len"]
+    run, flops = _layer_matmuls(B, T, 256, 4, 1024, np.random.default_rng(0))
+    seconds = time_runs(run, settings["warmup"], settings["layer_runs"])
+    return {"matmuls_blas": timing_fields(seconds), "matmul_flops": flops}
 
 
 # ---------------------------------------------------------------------------- per-op profile
 
 # Operation names as the profile reports them, by the autograd function or Tensor method.
-_PROFILED_FUNCTIONS = ("linear", "gelu", "layer_norm", "softmax", "log_softmax",
+_PROFILED_FUNCTIONS = ("linear", "attention", "gelu", "layer_norm", "softmax", "log_softmax",
                        "cross_entropy", "dropout", "embedding", "masked_fill", "concatenate")
 _PROFILED_METHODS = {
     "__add__": "add", "__radd__": "add", "__sub__": "sub", "__rsub__": "sub",
@@ -938,6 +956,7 @@ WORKERS = {
     "tokenizer_ours": worker_tokenizer_ours,
     "tokenizer_hf": worker_tokenizer_hf,
     "autograd": worker_autograd,
+    "layer_matmuls": worker_layer_matmuls,
     "profile_train": worker_profile_train,
     "profile_infer": worker_profile_infer,
     "make_model": worker_make_model,
@@ -946,8 +965,9 @@ WORKERS = {
 
 def run_worker_main(name: str, settings: dict) -> int:
     """Run one worker in this (child) process and print its result and peak memory as JSON."""
-    # As train.py and infer.py do: elementwise passes on as many threads as BLAS uses.
-    autograd.set_num_threads(autograd.blas_thread_count())
+    # As train.py and infer.py do: autograd's work split over --threads threads, with BLAS
+    # on one thread (see child_environment). The BLAS-threaded workers make no autograd calls.
+    autograd.set_num_threads(settings["threads"])
     result = WORKERS[name](settings)
     result["peak_mb"] = peak_rss_mb()
     print(json.dumps(result))
@@ -957,13 +977,17 @@ def run_worker_main(name: str, settings: dict) -> int:
 # ---------------------------------------------------------------------------- the parent
 
 
-def child_environment(threads: int) -> dict:
-    """Return the environment of every child: thread counts fixed before any library loads."""
+# Workers that time NumPy's BLAS alone, or torch, run BLAS on --threads threads. Ours run it
+# on one thread and split the work over autograd's threads, as train.py and infer.py do.
+BLAS_THREADED_WORKERS = {"gemm", "torch_info", "train_torch", "infer_torch", "tokenizer_hf",
+                         "layer_matmuls"}
+
+
+def child_environment(blas_threads: int) -> dict:
+    """Return the environment of a child: thread counts fixed before any library loads."""
     env = dict(os.environ)
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[variable] = str(threads)
-    # As train.py and infer.py set it: OpenBLAS's idle threads sleep soon after a product.
-    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+        env[variable] = str(blas_threads)
     # Hugging Face tokenizers run on one thread, and Hugging Face loads stay offline.
     env.update(RAYON_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                TRANSFORMERS_VERBOSITY="error", PYTHONHASHSEED="0")
@@ -975,7 +999,9 @@ class Runner:
 
     def __init__(self, settings: dict, verbose: bool):
         self.settings = settings
+        # infer.py, run as a command, gets --threads and limits BLAS to one thread itself.
         self.env = child_environment(settings["threads"])
+        self.env_ours = child_environment(1)
         self.verbose = verbose
         self.errors = []
 
@@ -987,7 +1013,8 @@ class Runner:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
                    "--worker-settings", json.dumps(settings)]
         try:
-            done = subprocess.run(command, env=self.env, capture_output=True, text=True,
+            env = self.env if name in BLAS_THREADED_WORKERS else self.env_ours
+            done = subprocess.run(command, env=env, capture_output=True, text=True,
                                   timeout=WORKER_TIMEOUT_S, cwd=ROOT)
         except subprocess.TimeoutExpired:
             self.errors.append(f"{label}: timed out after {WORKER_TIMEOUT_S} s")
@@ -1213,7 +1240,17 @@ def collect(settings: dict, sections: set, verbose: bool) -> dict:
 
     if "autograd" in sections:
         result = runner("autograd")
-        if result:
+        blas = runner("layer_matmuls")
+        if result and blas:
+            result["matmuls_blas"] = blas["matmuls_blas"]
+            # The ratio's denominator: the faster way to run the products alone.
+            alone = min(result["matmuls_split"], blas["matmuls_blas"],
+                        key=lambda timing: timing["ms_median"])
+            result["matmuls_alone"] = alone
+            result["matmul_gflops"] = result["matmul_flops"] / alone["ms_median"] / 1e6
+            result["ratio"] = result["layer_dropout_0.1"]["ms_median"] / alone["ms_median"]
+            result["ratio_without_dropout"] = (result["layer_dropout_0.0"]["ms_median"]
+                                               / alone["ms_median"])
             out["autograd"] = result
 
     if "cli" in sections:
@@ -1437,15 +1474,18 @@ def format_report(out: dict) -> str:
              _fmt(a["layer_dropout_0.1"]["ms_min"])],
             ["layer, dropout 0", _fmt(a["layer_dropout_0.0"]["ms_median"]),
              _fmt(a["layer_dropout_0.0"]["ms_min"])],
-            ["layer, dropout 0, elementwise on 1 thread",
+            ["layer, dropout 0, all on 1 thread",
              _fmt(a["layer_one_thread"]["ms_median"]), _fmt(a["layer_one_thread"]["ms_min"])],
-            ["its matmuls alone", _fmt(a["matmuls_alone"]["ms_median"]),
-             _fmt(a["matmuls_alone"]["ms_min"])],
+            ["its matmuls alone, split as autograd runs them",
+             _fmt(a["matmuls_split"]["ms_median"]), _fmt(a["matmuls_split"]["ms_min"])],
+            ["its matmuls alone, on BLAS's own threads",
+             _fmt(a["matmuls_blas"]["ms_median"]), _fmt(a["matmuls_blas"]["ms_min"])],
         ])
-        lines.append(f"    elementwise passes on {a['elementwise_threads']} thread(s) "
-                     "(autograd.set_num_threads) except in the 1-thread row, "
-                     f"OPENBLAS_THREAD_TIMEOUT={a['openblas_thread_timeout']}")
-        lines.append(f"    ratio layer / matmuls: {a['ratio']:.2f}x (dropout 0.1), "
+        split = "products too" if a["products_use_threads"] else "not the products"
+        lines.append(f"    the layer: autograd's work on {a['elementwise_threads']} thread(s) "
+                     f"(autograd.set_num_threads, {split}) with BLAS on 1 thread, "
+                     "except in the 1-thread row")
+        lines.append(f"    ratio layer / faster matmuls: {a['ratio']:.2f}x (dropout 0.1), "
                      f"{a['ratio_without_dropout']:.2f}x (no dropout); the matmuls alone run at "
                      f"{a['matmul_gflops']:.1f} GFLOP/s; {a['graph_nodes_per_layer']} graph nodes")
         lines.append(f"    per graph node (1-element tensors, {node['nodes']:,} nodes): "

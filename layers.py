@@ -23,7 +23,7 @@ I intermediate size.
 
 import numpy as np
 
-from autograd import Tensor, concatenate, dropout, embedding, gelu, layer_norm, linear
+from autograd import Tensor, attention, concatenate, dropout, embedding, gelu, layer_norm, linear
 
 
 class Parameter(Tensor):
@@ -210,31 +210,14 @@ class SelfAttention(Module):
 
     def forward(self, x: Tensor, bias: np.ndarray | None) -> tuple[Tensor, Tensor]:
         """x (B, T, C), bias (B, 1, 1, T) or None -> context (B, T, C), probabilities (B, H, T, T)."""
-        B, T, C = x.shape
-        H = self.num_heads
-        D = C // H
-
         # One matrix multiply for all three projections: (B, T, C) -> (B, T, 3C).
         weight = concatenate([self.query.weight, self.key.weight, self.value.weight], axis=1)
         bias_qkv = concatenate([self.query.bias, self.key.bias, self.value.bias], axis=0)
         qkv = linear(x, weight, bias_qkv)
 
-        # Split into heads: each of q, k, v becomes (B, H, T, D). Reshaping before the split
-        # lets backward add each head-major gradient into qkv's gradient in one strided pass,
-        # where reshaping after it would first copy the gradient into (B, T, C) order.
-        q, k, v = (t.reshape(B, T, H, D).transpose(1, 2)
-                   for t in qkv.reshape(B, T, 3, H, D).split(1, axis=2))
-
-        # Scores (B, H, T, T). Scaling q (T x D values) is cheaper than scaling the T x T scores.
-        scores = (q * (1.0 / np.sqrt(D))) @ k.transpose(2, 3)
-        if bias is not None:
-            scores = scores + bias.astype(scores.dtype, copy=False)
-        probs = scores.softmax(axis=-1)
-
-        # Weighted sum of values, then merge heads back: (B, H, T, D) -> (B, T, C).
-        context = self.dropout(probs) @ v
-        context = context.transpose(1, 2).reshape(B, T, C)
-        return context, probs
+        # Per head: softmax(Q K^T / sqrt(D) + bias), attention dropout, times V; heads joined
+        # back into (B, T, C). autograd.attention does all of it as one node.
+        return attention(qkv, self.num_heads, bias, self.dropout.p, self.training)
 
 
 class Attention(Module):

@@ -353,6 +353,72 @@ def test_gradient_dropout_fixed_mask():
                     randn(3, 8))
 
 
+def _padding_bias(mask):
+    return ((1.0 - np.asarray(mask, dtype=F64)) * -1e9)[:, None, None, :]
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_gradient_attention(dropout_p):
+    # B=2, T=5, H=2, D=3; the second sequence has two padded keys.
+    bias = _padding_bias([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    check_gradients(lambda qkv: ag.attention(qkv, 2, bias, dropout_p, True,
+                                             rng=np.random.default_rng(5))[0],
+                    randn(2, 5, 18))
+
+
+def _attention_from_primitives(qkv, H, bias, dropout_p=0.0):
+    """Attention written with matmul, softmax and dropout nodes, to check the fused op."""
+    B, T, width = qkv.shape
+    D = width // 3 // H
+    q, k, v = (t.reshape(B, T, H, D).transpose(1, 2)
+               for t in qkv.reshape(B, T, 3, H, D).split(1, axis=2))
+    scores = (q * (1.0 / np.sqrt(D))) @ k.transpose(2, 3) + bias
+    probs = scores.softmax(axis=-1)
+    context = ag.dropout(probs, dropout_p, dropout_p > 0) @ v
+    return context.transpose(1, 2).reshape(B, T, width // 3), probs
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.25])
+def test_attention_matches_primitive_ops(dropout_p):
+    # float32, a fully padded sequence (uniform probabilities) and, with dropout, the same
+    # draws from the module generator as dropout() on the probabilities.
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 6, 24)).astype(np.float32)
+    bias = ((1.0 - np.array([[1] * 6, [1] * 4 + [0] * 2, [0] * 6], dtype=np.float32))
+            * np.finfo(np.float32).min)[:, None, None, :]
+    upstream = rng.standard_normal((3, 6, 8)).astype(np.float32)
+    results = []
+    for fn in (lambda t: ag.attention(t, 2, bias, dropout_p, dropout_p > 0),
+               lambda t: _attention_from_primitives(t, 2, bias, dropout_p)):
+        ag.manual_seed(7)
+        t = Tensor(x, requires_grad=True)
+        context, probs = fn(t)
+        context.backward(upstream)
+        results.append((context.data, probs.data, t.grad))
+    for fused, composed in zip(*results):
+        np.testing.assert_allclose(fused, composed, rtol=1e-5, atol=1e-6)
+    probs = results[0][1]
+    assert not probs.flags.writeable or probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-6)
+    assert (probs[1, :, :, 4:] == 0).all()
+    np.testing.assert_allclose(probs[2], 1 / 6, atol=1e-7)
+
+
+def test_attention_probabilities_are_outside_the_graph():
+    context, probs = ag.attention(Tensor(randn(1, 3, 6), requires_grad=True), 1)
+    assert context.requires_grad and not probs.requires_grad
+
+
+@pytest.mark.parametrize("shape, heads, bias, message", [
+    ((2, 3, 10), 2, None, r"\(2, 3, 10\) must be \(B, T, 3C\) with C divisible by num_heads 2"),
+    ((2, 3), 1, None, r"must be \(B, T, 3C\)"),
+    ((2, 3, 12), 2, np.zeros((3, 1, 1, 3)), r"bias of shape \(3, 1, 1, 3\) cannot be broadcast"),
+])
+def test_attention_rejects_bad_shapes(shape, heads, bias, message):
+    with pytest.raises(ValueError, match=message):
+        ag.attention(Tensor(np.zeros(shape)), heads, bias)
+
+
 def test_gradient_cross_entropy_with_ignored_targets():
     targets = np.array([2, -100, 0, 4, -100])
     check_gradients(lambda z: ag.cross_entropy(z, targets), randn(5, 6))
@@ -939,13 +1005,24 @@ THREADED_OPS = {
     "linear": lambda x, w, b: ag.linear(x, Tensor(np.eye(256, dtype=np.float32)) * w, b),
     # Threads draw consecutive parts of one PCG64 stream, so the mask is the same.
     "dropout": lambda x, w, b: ag.dropout(x * w, 0.3, True, rng=np.random.default_rng(3)),
+    # Products split by rows of x and, for the weight gradient, by columns of the upstream
+    # gradient (256 x 1100 by 1100 x 512).
+    "product": lambda x, w, b: ag.linear(x, Tensor(np.outer(np.ones(256), np.arange(
+        512)).astype(np.float32) * 1e-3) * Tensor(np.ones(512, dtype=np.float32)), None)[:, :256] * w,
+    # Blocks of heads run on the threads: (1100, 256) as 11 sequences of 100 tokens, 4 heads.
+    "attention": lambda x, w, b: ag.attention(
+        ag.concatenate([x, x * w, x], axis=1).reshape(11, 100, 768), 4, None, 0.2, True,
+        rng=np.random.default_rng(4))[0].reshape(1100, 256),
 }
 
 
 @pytest.mark.parametrize("name", sorted(THREADED_OPS))
-def test_threads_give_identical_results(name):
+def test_threads_give_identical_results(name, monkeypatch):
     # (1100, 256) is above the size at which the work is split; an odd row count
-    # gives uneven parts. Each row's arithmetic is the same on any thread.
+    # gives uneven parts. Each row's elementwise arithmetic is the same on any thread,
+    # so those results are identical. Products use
+    # the threads only with a one-thread BLAS; pretend this process has one.
+    monkeypatch.setattr(ag, "_blas_one_thread", True)
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((1100, 256)) * 3).astype(np.float32)
     upstream = rng.standard_normal(x.shape).astype(np.float32)
@@ -955,6 +1032,7 @@ def test_threads_give_identical_results(name):
     try:
         for threads in (1, 3):
             ag.set_num_threads(threads)
+            assert ag.products_use_threads() == (threads > 1)
             xt = Tensor(x, requires_grad=True)
             w = Tensor(weight, requires_grad=True)
             b = Tensor(np.zeros(256, dtype=np.float32), requires_grad=True)
@@ -964,7 +1042,12 @@ def test_threads_give_identical_results(name):
     finally:
         ag.set_num_threads(before)
     for single, threaded in zip(*results):
-        np.testing.assert_array_equal(single, threaded)
+        if name in ("linear", "product", "attention"):
+            # BLAS may sum a product in another order when its blocks change shape.
+            scale = float(np.abs(single).max())
+            np.testing.assert_allclose(single, threaded, rtol=1e-5, atol=1e-6 * scale)
+        else:
+            np.testing.assert_array_equal(single, threaded)
 
 
 @pytest.mark.parametrize("size", [300_001, 262_144])
@@ -1008,14 +1091,17 @@ def test_set_num_threads_rejects_bad_counts(count):
 @pytest.mark.parametrize("openblas, omp, expected", [
     ("1", "2", 1), ("", "1", 1), (None, None, "cores"), ("abc", None, "cores"),
     ("100000", None, "cores"), ("0", None, "cores")])
-def test_blas_thread_count_reads_environment(monkeypatch, openblas, omp, expected):
+def test_thread_count_reads_environment(monkeypatch, openblas, omp, expected):
+    environ = {}
     for variable, value in (("OPENBLAS_NUM_THREADS", openblas), ("OMP_NUM_THREADS", omp)):
         if value is None:
             monkeypatch.delenv(variable, raising=False)
         else:
             monkeypatch.setenv(variable, value)
+            environ[variable] = value
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert ag.blas_thread_count() == (cores if expected == "cores" else expected)
+    assert ag.thread_count() == (cores if expected == "cores" else expected)
+    assert ag.thread_count(environ) == ag.thread_count()
 
 
 def test_leaf_gradient_is_contiguous():
@@ -3177,16 +3263,16 @@ def run_cached(args: tuple, stdin: str | None) -> subprocess.CompletedProcess:
     )
 
 
-def test_infer_threads_follow_blas(monkeypatch, tiny_npz, capsys):
-    # infer.py and train.py split GELU, softmax and layer norm over as many threads as
-    # BLAS uses, after letting OpenBLAS's idle threads sleep soon after each product.
-    assert "OPENBLAS_THREAD_TIMEOUT" in os.environ
+def test_infer_threads_follow_the_environment(monkeypatch, tiny_npz, capsys):
+    # Imported after NumPy, infer.py leaves BLAS alone and gives autograd as many threads
+    # as OPENBLAS_NUM_THREADS asks for (as a command it also limits BLAS to one thread).
+    assert infer.THREAD_REQUEST is None
     previous = ag.get_num_threads()
     try:
         for count in ("1", "2"):
             monkeypatch.setenv("OPENBLAS_NUM_THREADS", count)
             assert infer.main(["--model", str(tiny_npz), "the cat [MASK]"]) == 0
-            assert ag.get_num_threads() == ag.blas_thread_count()
+            assert ag.get_num_threads() == ag.thread_count()
     finally:
         ag.set_num_threads(previous)
     assert "[MASK]" in capsys.readouterr().out

@@ -35,12 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 
-# Let OpenBLAS's idle threads sleep soon after each matrix product, so that autograd's
-# threads get the cores for GELU, softmax and layer norm. By default they spin on (0.11 s of
-# CPU time after one product, measured). It takes effect only if NumPy has not loaded yet.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+# autograd splits matrix products, attention and elementwise passes over its own threads:
+# one per core, or as many as OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) asks for. BLAS itself
+# must then run one thread, which it reads from the environment when NumPy loads it. When
+# NumPy is already loaded (this file imported as a module), BLAS keeps its threads.
+if "numpy" in sys.modules:
+    THREAD_REQUEST = None  # read os.environ as it is
+else:
+    THREAD_REQUEST = {name: os.environ.get(name, "")
+                      for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
-import numpy as np  # noqa: E402  (after the line above, which OpenBLAS reads when it loads)
+import numpy as np  # noqa: E402  (after the lines above, which BLAS reads when it loads)
 
 import autograd
 import bert
@@ -717,7 +723,7 @@ def train(args, explicit: set) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    autograd.set_num_threads(autograd.blas_thread_count())
+    autograd.set_num_threads(autograd.thread_count(THREAD_REQUEST))
     explicit = set(vars(build_parser(with_defaults=False).parse_args(argv)))
     try:
         check_args(args, explicit)
