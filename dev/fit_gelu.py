@@ -10,9 +10,9 @@ about x^2 Phi (1 - Phi) |dR|, which is tiny in both tails. Weighted linear least
 it toward the smallest maximum error. Q is then scaled to be monic, which saves a
 multiplication in autograd.py.
 
-Run: python dev/fit_gelu.py  (NumPy and the standard library only; about 10 s)
-It prints the coefficients for autograd.py, the fit's own error and the error of the
-float32 evaluation against math.erf on [-10, 10].
+Run: python dev/fit_gelu.py  (NumPy and the standard library only, about 10 s). It prints
+the coefficients for autograd.py and the fit's own error. Then it prints the error of
+autograd.py's float32 evaluation against math.erf on [-10, 10].
 """
 
 import math
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def fit(degree: int = 3, iterations: int = 30):
-    """Return (P, Q) coefficients, lowest power first, Q monic, and the fit's max GELU error."""
+    """Return (P, Q) coefficients, lowest power first, Q monic, and the fit's largest GELU error."""
     x = np.concatenate([np.linspace(1e-4, 3, 3000), np.linspace(3, 10, 3000)])
     tail = np.array([math.erfc(v / math.sqrt(2)) / 2 for v in x])  # 1 - Phi(x)
     target = (np.log1p(-tail) - np.log(tail)) / x  # R(x^2) = g(x) / x
