@@ -404,6 +404,29 @@ def test_attention_matches_primitive_ops(dropout_p):
     np.testing.assert_allclose(probs[2], 1 / 6, atol=1e-7)
 
 
+@pytest.mark.parametrize("offset", [0.0, 200.0, -200.0, 1e4, -1e4])
+def test_attention_softmax_stays_exact_for_extreme_scores(offset):
+    # Scores far above 88 overflow exp() and far below -46 underflow it, so those rows take
+    # the shifted softmax; a mix of both kinds of row shares one block.
+    rng = np.random.default_rng(3)
+    T, D = 4, 2
+    q = rng.standard_normal((2, T, D))
+    k = rng.standard_normal((2, T, D))
+    q[:, :, 0] += offset
+    k[:, :, 0] = 1.0  # every score of row i gets + q[i, 0] * 1 / sqrt(D)
+    k[1, :, 0] = np.linspace(0.5, 1.5, T)
+    qkv = np.concatenate([q, k, rng.standard_normal((2, T, D))], axis=2).astype(np.float32)
+    probs = ag.attention(Tensor(qkv), 1)[1].data
+    scores = q.astype(np.float32).astype(F64) @ k.astype(np.float32).astype(F64).transpose(
+        0, 2, 1) / np.sqrt(D)
+    expected = np.exp(scores - scores.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    assert np.isfinite(probs).all()
+    # float32 scores near 7,000 carry a rounding error of about 5e-4.
+    tolerance = 2e-3 if abs(offset) > 1e3 else 1e-5
+    np.testing.assert_allclose(probs[:, 0], expected, rtol=tolerance, atol=tolerance)
+
+
 def test_attention_probabilities_are_outside_the_graph():
     context, probs = ag.attention(Tensor(randn(1, 3, 6), requires_grad=True), 1)
     assert context.requires_grad and not probs.requires_grad
