@@ -901,26 +901,33 @@ def thread_count(environ=None) -> int:
     return cores
 
 
-def _in_parallel(work, rows: int, size: int) -> None:
+def _in_parallel(work, rows: int, size: int, threads: int | None = None) -> None:
     """Call work(start, stop) on contiguous row ranges that together cover range(rows).
 
     `size` is the number of elements the work touches. Small work, or one thread, runs
-    as a single call on the calling thread. Otherwise the ranges run on a thread pool,
-    and the calling thread takes the last one.
+    as a single call on the calling thread. Otherwise the ranges run on up to `threads`
+    threads (default: all of them) of a thread pool, and the calling thread takes the
+    last range.
     """
-    parts = min(_num_threads, rows, max(1, size // _PARALLEL_MIN_SIZE))
+    threads = _num_threads if threads is None else threads
+    parts = min(threads, rows, max(1, size // _PARALLEL_MIN_SIZE))
     if parts <= 1:
         work(0, rows)
         return
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    pending = [_pool().submit(work, bounds[i], bounds[i + 1]) for i in range(parts - 1)]
+    work(bounds[-2], bounds[-1])
+    for future in pending:
+        future.result()  # re-raises an exception from the thread
+
+
+def _pool():
+    """Return the thread pool, with one thread fewer than set_num_threads asked for."""
     global _thread_pool
     if _thread_pool is None:
         from concurrent.futures import ThreadPoolExecutor
         _thread_pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="autograd")
-    bounds = [rows * i // parts for i in range(parts + 1)]
-    pending = [_thread_pool.submit(work, bounds[i], bounds[i + 1]) for i in range(parts - 1)]
-    work(bounds[-2], bounds[-1])
-    for future in pending:
-        future.result()  # re-raises an exception from the thread
+    return _thread_pool
 
 
 def _multiply_in_place(g: np.ndarray, factor: np.ndarray) -> np.ndarray:
@@ -959,11 +966,11 @@ def _row_blocks(start: int, stop: int, row_size: int):
         yield a, min(a + step, stop)
 
 
-def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _product(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Return the 2-D matrix product a @ b, split over the threads when they may be used.
 
     Each thread takes a block of rows of a, or of columns of b when b is wider than a is
-    tall, and makes one BLAS call for it.
+    tall, and makes one BLAS call for it. `threads` limits how many take part.
     """
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
     # The size counts multiply-adds / 8, so products of about a million multiply-adds
@@ -973,13 +980,31 @@ def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         def rows(start, stop):
             np.matmul(a[start:stop], b, out=out[start:stop])
 
-        _in_parallel(rows, a.shape[0], size)
+        _in_parallel(rows, a.shape[0], size, threads)
     else:
         def columns(start, stop):
             np.matmul(a, b[:, start:stop], out=out[:, start:stop])
 
-        _in_parallel(columns, b.shape[1], size)
+        _in_parallel(columns, b.shape[1], size, threads)
     return out
+
+
+def _two_products(first: tuple, second: tuple) -> tuple:
+    """Return (first[0] @ first[1], second[0] @ second[1]), both 2-D.
+
+    When the products may use the threads, the two run at once, each on half of them.
+    On two threads, one whole product per thread took 4% to 7% less time than splitting
+    each product in two (the backward products of the mini preset's linear layers).
+    """
+    flops = min(x.shape[0] * x.shape[1] * y.shape[1] for x, y in (first, second))
+    if not _split_products or flops < 8 * _PARALLEL_MIN_SIZE:
+        return _product(*first), _product(*second)
+    half = _num_threads // 2
+    # The pool has _num_threads - 1 threads: one runs the first product and waits for
+    # its half - 1 helpers, and _num_threads - half - 1 help the second. All fit.
+    pending = _pool().submit(_product, *first, half)
+    second_result = _product(*second, _num_threads - half)
+    return pending.result(), second_result
 
 
 # ---------------------------------------------------------------- fused operations
@@ -1040,11 +1065,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     def _backward(g):
         g2 = g.reshape(x2.shape[0], weight.shape[1])  # (N, OUT)
-        if weight.requires_grad:
-            _accumulate(weight, _product(x2.T, g2), owned=True)
         if bias is not None and bias.requires_grad:
             _accumulate(bias, g2.sum(axis=0), owned=True)
-        if x.requires_grad:
+        if weight.requires_grad and x.requires_grad:
+            grad_weight, grad_x = _two_products((x2.T, g2), (g2, weight.data.T))
+            _accumulate(weight, grad_weight, owned=True)
+            _accumulate(x, grad_x.reshape(x.shape), owned=True)
+        elif weight.requires_grad:
+            _accumulate(weight, _product(x2.T, g2), owned=True)
+        elif x.requires_grad:
             _accumulate(x, _product(g2, weight.data.T).reshape(x.shape), owned=True)
 
     return _record(out, _backward)

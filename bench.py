@@ -589,6 +589,16 @@ def worker_tokenizer_hf(settings: dict) -> dict:
                     "TOKENIZERS_PARALLELISM=false"}
 
 
+def _split_pair(first: tuple, second: tuple) -> tuple:
+    """Two 2-D products at once on autograd's threads, as linear()'s backward runs them."""
+    return autograd._two_products(first, second)
+
+
+def _blas_pair(first: tuple, second: tuple) -> tuple:
+    """Two 2-D products one after the other, each on BLAS's threads."""
+    return first[0] @ first[1], second[0] @ second[1]
+
+
 def _split_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b split over autograd's threads with one BLAS thread each, as autograd runs it."""
     if a.ndim == 2:
@@ -602,11 +612,13 @@ def _split_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng, product=np.matmul) -> tuple:
+def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng, product=np.matmul,
+                   pair=_blas_pair) -> tuple:
     """Prepare the matrix products of one encoder layer's forward and backward, contiguous.
 
-    Returns (run, flops): run() performs every product once with `product`, as our
-    autograd needs them (forward, then d input and d weight for each), and flops counts them.
+    Returns (run, flops): run() performs every product once, as our autograd needs them
+    (forward, then d weight and d input for each), with `product`, and with `pair` for the
+    two backward products of a linear layer. flops counts them.
     """
     D, N = C // H, B * T
     f32 = np.float32
@@ -624,8 +636,7 @@ def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng, product=np.matmu
         for inp, weight, grad in ((x, w_qkv, g_qkv), (x, w_out, g_c), (x, w_1, g_i),
                                   (h, w_2, g_c)):
             product(inp, weight)
-            product(grad, weight.T)
-            product(inp.T, grad)
+            pair((inp.T, grad), (grad, weight.T))
         # Attention: scores = q k^T, context = p v, and their gradients.
         product(q, k.transpose(0, 2, 1))
         product(g_p, k)
@@ -716,7 +727,7 @@ def worker_autograd(settings: dict) -> dict:
     del out
     # The products alone as autograd runs them; the parent also times them on BLAS's own
     # threads (worker layer_matmuls) and takes the faster of the two.
-    run, flops = _layer_matmuls(B, T, C, H, I, rng, _split_product)
+    run, flops = _layer_matmuls(B, T, C, H, I, rng, _split_product, _split_pair)
     seconds = time_runs(run, settings["warmup"], settings["layer_runs"])
     results["matmuls_split"] = timing_fields(seconds)
     results["matmul_flops"] = flops
