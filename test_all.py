@@ -427,6 +427,24 @@ def test_attention_softmax_stays_exact_for_extreme_scores(offset):
     np.testing.assert_allclose(probs[:, 0], expected, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("T, heads", [(300, 3), (40, 5)])
+def test_attention_work_units_cover_every_head(T, heads):
+    # 300 x 300 scores per head: one head per work unit. 40 x 40: several sequences each.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, T, 3 * heads * 2)).astype(np.float32)
+    upstream = rng.standard_normal((3, T, heads * 2)).astype(np.float32)
+    results = []
+    for fn in (lambda t: ag.attention(t, heads, None, 0.1, True),
+               lambda t: _attention_from_primitives(t, heads, 0.0, 0.1)):
+        ag.manual_seed(9)
+        t = Tensor(x, requires_grad=True)
+        context, probs = fn(t)
+        context.backward(upstream)
+        results.append((context.data, probs.data, t.grad))
+    for fused, composed in zip(*results):
+        np.testing.assert_allclose(fused, composed, rtol=1e-4, atol=1e-6)
+
+
 def test_attention_probabilities_are_outside_the_graph():
     context, probs = ag.attention(Tensor(randn(1, 3, 6), requires_grad=True), 1)
     assert context.requires_grad and not probs.requires_grad
@@ -1076,10 +1094,10 @@ def test_threads_give_identical_results(name, monkeypatch):
 
 @pytest.mark.parametrize("size", [300_001, 262_144])
 def test_threaded_dropout_draws_one_stream(size):
-    # Any thread count keeps exactly the elements whose 32 bits of the generator's raw
-    # stream reach p * 2^32, and leaves the generator at the same place.
-    raw = np.random.default_rng(8).bit_generator.random_raw((size + 1) // 2)
-    expected_keep = raw.view(np.uint32)[:size] >= np.uint32(round(0.1 * 2 ** 32))
+    # Any thread count keeps exactly the elements whose 16 bits of the generator's raw
+    # stream reach p * 2^16, and leaves the generator at the same place.
+    raw = np.random.default_rng(8).bit_generator.random_raw((size + 3) // 4)
+    expected_keep = raw.view(np.uint16)[:size] >= np.uint16(round(0.1 * 2 ** 16))
     x = Tensor(np.ones(size, dtype=np.float32))
     before = ag.get_num_threads()
     try:
@@ -1092,6 +1110,13 @@ def test_threaded_dropout_draws_one_stream(size):
             assert rng.bit_generator.random_raw() == next_output
     finally:
         ag.set_num_threads(before)
+
+
+def test_dropout_tiny_probability_still_drops():
+    # p = 1e-9 rounds up to the smallest step, 1/65536, instead of down to no dropout.
+    kept = ag.dropout(Tensor(np.ones(1 << 20, dtype=np.float32)), 1e-9, True,
+                      rng=np.random.default_rng(0)).data != 0
+    assert 0 < (~kept).sum() < 64
 
 
 def test_threads_pass_errors_back():
