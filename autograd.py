@@ -1321,12 +1321,15 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:
     return _record(out, _backward)
 
 
-def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> Tensor:
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12,
+               residual: Tensor | None = None) -> Tensor:
     """Normalize the last axis to mean 0 and variance 1, then scale and shift.
 
     y = (x - mean) / sqrt(var + eps) * weight + bias, with the biased variance, as
     BERT does. x (..., C), weight (C,), bias (C,). BERT's eps is 1e-12, so it only
     guards against an all-constant row. Rows run on several threads when x is large.
+    With `residual` (the shape of x), the input is x + residual: the Transformer's
+    "Add & Norm" as one node, which adds block by block instead of storing the sum.
     """
     size = x.shape[-1]
     if weight.shape != (size,) or bias.shape != (size,):
@@ -1334,7 +1337,12 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
             f"layer_norm weight {weight.shape} and bias {bias.shape} must both be "
             f"({size},) for input {x.shape}"
         )
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(
+            f"layer_norm residual {residual.shape} must have the input's shape {x.shape}"
+        )
     rows = x.data.reshape(-1, size)  # (N, C)
+    added = None if residual is None else residual.data.reshape(-1, size)
     xhat = np.empty(rows.shape, dtype=x.dtype)  # centered, then normalized
     rstd = np.empty((len(rows), 1), dtype=x.dtype)  # 1 / sqrt(var + eps)
     out_data = np.empty(rows.shape, dtype=np.result_type(x.dtype, weight.dtype, bias.dtype))
@@ -1342,7 +1350,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
     def forward_rows(start, stop):
         for a, b in _row_blocks(start, stop, size):
             xh, r = xhat[a:b], rstd[a:b]
-            np.subtract(rows[a:b], _row_sums(rows[a:b]) * (1.0 / size), out=xh)
+            block = rows[a:b] if added is None else np.add(rows[a:b], added[a:b], out=xh)
+            np.subtract(block, _row_sums(block) * (1.0 / size), out=xh)
             np.einsum("ij,ij->i", xh, xh, out=r[:, 0])
             r *= 1.0 / size
             r += eps
@@ -1353,7 +1362,10 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
             out_data[a:b] += bias.data
 
     _in_parallel(forward_rows, len(rows), rows.size)
-    out = _result(out_data.reshape(x.shape), (x, weight, bias))
+    parents = (x, weight, bias) if residual is None else (x, weight, bias, residual)
+    out = _result(out_data.reshape(x.shape), parents)
+    # The inputs that receive the input gradient (x + residual passes it to both).
+    inputs = [t for t in parents[:1] + parents[3:] if t.requires_grad]
 
     def _backward(g):
         g = g.reshape(-1, size)
@@ -1361,7 +1373,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
             _accumulate(bias, g.sum(axis=0), owned=True)
         if weight.requires_grad:
             _accumulate(weight, np.einsum("ij,ij->j", g, xhat), owned=True)
-        if x.requires_grad:
+        if inputs:
             def backward_rows(start, stop):
                 # With d = g * weight: dx = rstd * (d - mean(d) - xhat * mean(d * xhat)).
                 for a, b in _row_blocks(start, stop, size):
@@ -1375,7 +1387,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12) -> T
                     d *= rstd[a:b]
 
             _in_parallel(backward_rows, len(g), g.size)
-            _accumulate(x, g.reshape(x.shape), owned=True)
+            for i, tensor in enumerate(inputs):
+                _accumulate(tensor, g.reshape(x.shape), owned=i == len(inputs) - 1)
 
     return _record(out, _backward)
 

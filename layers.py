@@ -160,8 +160,9 @@ class LayerNorm(Module):
         # BERT uses 1e-12, far below float32 resolution: the epsilon only guards a zero variance.
         self.eps = eps
 
-    def forward(self, x: Tensor) -> Tensor:
-        return layer_norm(x, self.weight, self.bias, self.eps)
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Normalize x, or x + residual when one is given (Add & Norm as one node)."""
+        return layer_norm(x, self.weight, self.bias, self.eps, residual)
 
 
 class Dropout(Module):
@@ -235,7 +236,7 @@ class Attention(Module):
     def forward(self, x: Tensor, bias: np.ndarray | None) -> tuple[Tensor, Tensor]:
         context, probs = self.self_attention(x, bias)
         # Post-LayerNorm: normalise after adding the residual, as BERT does.
-        out = self.norm(x + self.dropout(self.output(context)))
+        out = self.norm(self.dropout(self.output(context)), residual=x)
         return out, probs
 
 
@@ -253,7 +254,7 @@ class FeedForward(Module):
     def forward(self, x: Tensor) -> Tensor:
         # (B, T, C) -> (B, T, I) -> (B, T, C)
         h = gelu(self.intermediate(x))
-        return self.norm(x + self.dropout(self.output(h)))
+        return self.norm(self.dropout(self.output(h)), residual=x)
 
 
 class EncoderLayer(Module):

@@ -319,6 +319,37 @@ def test_gradient_layer_norm():
                     randn(2, 3, 6), randn(6, seed=1), randn(6, seed=2))
 
 
+def test_gradient_layer_norm_with_residual():
+    check_gradients(lambda x, r, w, b: ag.layer_norm(x, w, b, eps=1e-5, residual=r),
+                    randn(2, 3, 6), randn(2, 3, 6, seed=3), randn(6, seed=1), randn(6, seed=2))
+
+
+def test_layer_norm_residual_equals_normalizing_the_sum():
+    # One input used twice (x + x) also gets both gradients, in arrays of its own.
+    x, r = Tensor(randn(3, 8), requires_grad=True), Tensor(randn(3, 8, seed=4), requires_grad=True)
+    w, b = Tensor(randn(8, seed=5)), Tensor(randn(8, seed=6))
+    upstream = randn(3, 8, seed=7)
+    ag.layer_norm(x, w, b, residual=r).backward(upstream)
+    x2, r2 = Tensor(x.data, requires_grad=True), Tensor(r.data, requires_grad=True)
+    expected = ag.layer_norm(x2 + r2, w, b)
+    expected.backward(upstream)
+    np.testing.assert_allclose(ag.layer_norm(x, w, b, residual=r).data, expected.data, atol=1e-12)
+    np.testing.assert_allclose(x.grad, x2.grad, atol=1e-12)
+    np.testing.assert_allclose(r.grad, r2.grad, atol=1e-12)
+    assert x.grad is not r.grad
+    twice = Tensor(randn(3, 8), requires_grad=True)
+    ag.layer_norm(twice, w, b, residual=twice).backward(upstream)
+    reference = Tensor(twice.data, requires_grad=True)
+    ag.layer_norm(reference + reference, w, b).backward(upstream)
+    np.testing.assert_allclose(twice.grad, reference.grad, atol=1e-12)
+
+
+def test_layer_norm_rejects_wrong_residual_shape():
+    with pytest.raises(ValueError, match=r"residual \(2, 3\) must have the input's shape \(2, 4\)"):
+        ag.layer_norm(Tensor(np.ones((2, 4))), Tensor(np.ones(4)), Tensor(np.ones(4)),
+                      residual=Tensor(np.ones((2, 3))))
+
+
 def test_layer_norm_normalizes_last_axis():
     x = randn(4, 12) * 3 + 5
     out = ag.layer_norm(Tensor(x, dtype=F64), Tensor(np.ones(12), dtype=F64),
