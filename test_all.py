@@ -1064,6 +1064,21 @@ def test_gelu_float32_non_contiguous_input():
     np.testing.assert_array_equal(Tensor(x.T).gelu().data, Tensor(x.T.copy()).gelu().data)
 
 
+def test_gelu_float32_same_with_and_without_graph():
+    # Backward needs the slope, computed alongside; the values must not change with it.
+    x = (np.random.default_rng(5).standard_normal(300_000) * 4).astype(np.float32)
+    with ag.no_grad():
+        plain = Tensor(x).gelu().data
+    np.testing.assert_array_equal(Tensor(x, requires_grad=True).gelu().data, plain)
+
+
+def test_gelu_float32_left_tail_relative_error():
+    x = np.linspace(-10, -4, 2001, dtype=np.float32)
+    exact = np.array([v * math.erfc(-v / math.sqrt(2)) / 2 for v in x.astype(float)])
+    out = Tensor(x).gelu().data
+    assert np.max(np.abs(out - exact) / np.abs(exact)) < 3e-3
+
+
 def test_gelu_float32_saturates_far_out():
     out = Tensor(np.array([-1e6, -30.0, 30.0, 1e6], dtype=np.float32)).gelu().data
     np.testing.assert_array_equal(out, [0.0, 0.0, 30.0, 1e6])

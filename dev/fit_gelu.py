@@ -1,18 +1,20 @@
 """Fit the rational function that autograd.py's float32 GELU uses, and measure its error.
 
-GELU(x) = x Phi(x) = x / (1 + exp(-g(x))), where g = log(Phi / (1 - Phi)) is the logit of
-the normal CDF Phi. g is odd, so g(x) = x R(x^2) with R even and smooth; this script fits
-R(u) ~ P(u) / Q(u) with P and Q of degree 3 on 0 <= x <= 10.
+autograd.py writes GELU(x) = x Phi(x) = max(x, 0) - |x| h with the tail
+h = Phi(-|x|) = exp(-x^2 / 2) S(|x|). S(t) = exp(t^2 / 2) Phi(-t) is smooth and slowly
+varying (S(0) = 1/2, S(t) ~ 1 / (t sqrt(2 pi)) far out), so a rational function
+P(t) / Q(t) of low degree fits it: degrees 2 and 3 here, on 0 <= t <= 10.
 
-The fit minimises the error that R causes in GELU, not in g: an error dR changes GELU by
-about x^2 Phi (1 - Phi) |dR|, which is tiny in both tails. Weighted linear least squares
-(Loeb's iteration: divide by the previous Q) gives the start, then Lawson's reweighting moves
-it toward the smallest maximum error. Q is then scaled to be monic, which saves a
+The fit minimises the error that S causes in GELU and its slope, not in S itself: an error
+dS changes GELU by about t exp(-t^2 / 2) |dS| and the slope by about exp(-t^2 / 2) |dS|,
+so the weight is max(t, 1) exp(-t^2 / 2). Weighted linear least squares (Loeb's
+iteration: divide by the previous Q) gives the start, then Lawson's reweighting moves it
+toward the smallest maximum error. Q is then scaled to be monic, which saves a
 multiplication in autograd.py.
 
 Run: python dev/fit_gelu.py  (NumPy and the standard library only, about 10 s). It prints
 the coefficients for autograd.py and the fit's own error. Then it prints the error of
-autograd.py's float32 evaluation against math.erf on [-10, 10].
+autograd.py's float32 evaluation against math.erfc on [-10, 10].
 """
 
 import math
@@ -24,24 +26,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def fit(degree: int = 3, iterations: int = 30):
-    """Return (P, Q) coefficients, lowest power first, Q monic, and the fit's largest GELU error."""
-    x = np.concatenate([np.linspace(1e-4, 3, 3000), np.linspace(3, 10, 3000)])
-    tail = np.array([math.erfc(v / math.sqrt(2)) / 2 for v in x])  # 1 - Phi(x)
-    target = (np.log1p(-tail) - np.log(tail)) / x  # R(x^2) = g(x) / x
-    u = x * x
-    sensitivity = u * (1 - tail) * tail  # |d GELU| per unit of |dR|
-    weights, q_values = sensitivity.copy(), np.ones_like(u)
-    powers = np.stack([u ** i for i in range(degree + 1)], axis=1)
+def fit(numerator_degree: int = 2, denominator_degree: int = 3, iterations: int = 40):
+    """Return (P, Q) coefficients, lowest power first, Q monic, and the fit's largest error."""
+    t = np.concatenate([np.linspace(0, 3, 3000), np.linspace(3, 10, 3000)])
+    target = np.array([math.erfc(v / math.sqrt(2)) / 2 * math.exp(v * v / 2) for v in t])
+    sensitivity = np.maximum(t, 1.0) * np.exp(-t * t / 2)
+    weights, q_values = sensitivity.copy(), np.ones_like(t)
+    powers = np.stack([t ** i for i in range(max(numerator_degree, denominator_degree) + 1)],
+                      axis=1)
     for _ in range(iterations):
-        # Linear in the unknowns: P(u) - target * (Q(u) - 1) = target, with Q(0) = 1.
-        design = np.concatenate([powers, -target[:, None] * powers[:, 1:]], axis=1)
+        # Linear in the unknowns: P(t) - target * (Q(t) - 1) = target, with Q(0) = 1.
+        design = np.concatenate([powers[:, :numerator_degree + 1],
+                                 -target[:, None] * powers[:, 1:denominator_degree + 1]],
+                                axis=1)
         scale = weights / q_values
         solution = np.linalg.lstsq(design * scale[:, None], target * scale, rcond=None)[0]
-        p = solution[:degree + 1]
-        q = np.concatenate([[1.0], solution[degree + 1:]])
-        q_values = powers @ q
-        error = np.abs(powers @ p / q_values - target) * sensitivity
+        p = solution[:numerator_degree + 1]
+        q = np.concatenate([[1.0], solution[numerator_degree + 1:]])
+        q_values = powers[:, :denominator_degree + 1] @ q
+        fitted = powers[:, :numerator_degree + 1] @ p / q_values
+        error = np.abs(fitted - target) * sensitivity
         weights = weights * np.sqrt(error / error.max()) + 1e-12
     return p / q[-1], q / q[-1], float(error.max())
 
@@ -50,16 +54,21 @@ def main() -> int:
     p, q, fit_error = fit()
     print("_GELU_P =", tuple(float(c) for c in p))
     print("_GELU_Q =", tuple(float(c) for c in q))
-    print(f"largest GELU error of the fit itself on [0, 10]: {fit_error:.1e}")
+    print(f"largest weighted error of the fit itself on [0, 10]: {fit_error:.1e}")
     import autograd
 
     x = np.linspace(-10, 10, 400_001, dtype=np.float32)
-    exact = np.array([v * (1 + math.erf(v / math.sqrt(2))) / 2 for v in x.astype(float)])
-    slope = np.array([(1 + math.erf(v / math.sqrt(2))) / 2
+    # Phi(x) = erfc(-x / sqrt(2)) / 2 = (1 + erf(x / sqrt(2))) / 2, in the form that keeps
+    # float64 precision in the left tail.
+    exact = np.array([v * math.erfc(-v / math.sqrt(2)) / 2 for v in x.astype(float)])
+    slope = np.array([math.erfc(-v / math.sqrt(2)) / 2
                       + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi) for v in x.astype(float)])
     value, derivative = autograd._gelu_float32(x, with_slope=True)
+    tail = x < -4
+    relative = np.abs(value[tail] - exact[tail]) / np.abs(exact[tail])
     print(f"autograd.py in float32 on [-10, 10]: GELU within {np.abs(value - exact).max():.1e}, "
-          f"slope within {np.abs(derivative - slope).max():.1e} of math.erf's formula")
+          f"slope within {np.abs(derivative - slope).max():.1e} of the exact formula; "
+          f"relative error of GELU below x = -4 at most {relative.max():.1e}")
     return 0
 
 
