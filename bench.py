@@ -472,6 +472,7 @@ def worker_infer_ours(settings: dict) -> dict:
         model = bert.BertModel(bert.BertConfig(**MINILM_CONFIG), seed=0)
         weights = "random"
     model.eval()
+    autograd.reuse_freed_memory()  # as infer.py does
     B, T = settings["batch_size"], settings["seq_len"]
     ids, types, mask = _inference_inputs(B, T, model.config.vocab_size)
     rss_before = current_rss_mb()
@@ -924,6 +925,7 @@ def worker_profile_infer(settings: dict) -> dict:
     else:
         model = bert.BertModel(bert.BertConfig(**MINILM_CONFIG), seed=0)
     model.eval()
+    autograd.reuse_freed_memory()  # as infer.py does
     B, T = settings["batch_size"], settings["seq_len"]
     ids, types, mask = _inference_inputs(B, T, model.config.vocab_size)
     total = 0.0
