@@ -966,24 +966,38 @@ def _row_blocks(start: int, stop: int, row_size: int):
         yield a, min(a + step, stop)
 
 
-def _product(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Return the 2-D matrix product a @ b, split over the threads when they may be used.
+def _product(a: np.ndarray, b: np.ndarray, threads: int | None = None,
+             bias: np.ndarray | None = None) -> np.ndarray:
+    """Return the 2-D matrix product a @ b (plus `bias`, one value per column).
 
-    Each thread takes a block of rows of a, or of columns of b when b is wider than a is
-    tall, and makes one BLAS call for it. `threads` limits how many take part.
+    When the threads may be used, each takes a block of rows of a, or of columns of b
+    when b is wider than a is tall, makes one BLAS call for it and adds the bias to its
+    block. `threads` limits how many take part.
     """
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
+    if not _split_products:
+        np.matmul(a, b, out=out)
+        if bias is not None:
+            def add_bias(start, stop):  # an elementwise pass, on the threads all the same
+                out[start:stop] += bias
+
+            _in_parallel(add_bias, len(out), out.size)
+        return out
     # The size counts multiply-adds / 8, so products of about a million multiply-adds
     # and more are split.
-    size = a.shape[0] * a.shape[1] * b.shape[1] // 8 if _split_products else 0
+    size = a.shape[0] * a.shape[1] * b.shape[1] // 8
     if a.shape[0] >= b.shape[1]:
         def rows(start, stop):
             np.matmul(a[start:stop], b, out=out[start:stop])
+            if bias is not None:
+                out[start:stop] += bias
 
         _in_parallel(rows, a.shape[0], size, threads)
     else:
         def columns(start, stop):
             np.matmul(a, b[:, start:stop], out=out[:, start:stop])
+            if bias is not None:
+                out[:, start:stop] += bias[start:stop]
 
         _in_parallel(columns, b.shape[1], size, threads)
     return out
@@ -1054,12 +1068,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != weight.shape[1:]:
         raise ValueError(f"linear bias shape {bias.shape} must be {weight.shape[1:]}")
     x2 = x.data.reshape(-1, weight.shape[0])  # (N, IN)
-    out_data = _product(x2, weight.data)  # (N, OUT)
-    if bias is not None:
-        def add_bias(start, stop):
-            out_data[start:stop] += bias.data
-
-        _in_parallel(add_bias, len(out_data), out_data.size)
+    out_data = _product(x2, weight.data, bias=None if bias is None else bias.data)  # (N, OUT)
     parents = (x, weight) if bias is None else (x, weight, bias)
     out = _result(out_data.reshape(x.shape[:-1] + weight.shape[1:]), parents)
 
