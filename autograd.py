@@ -848,7 +848,9 @@ _blas_one_thread = any(os.environ.get(name, "").strip() == "1" for name in _BLAS
 _num_threads = 1
 _split_products = False  # whether products and attention blocks use the threads
 _thread_pool = None
-_PARALLEL_MIN_SIZE = 1 << 17  # elements; below this, handing work to threads costs more
+# Elements of a simple pass below which one thread does all the work: waking a pool
+# thread took 40 to 120 us here, about a simple pass over 500,000 float32 elements.
+_PARALLEL_MIN_SIZE = 1 << 19
 # Elements per block of a blockwise pass: large enough that the ufunc calls (each takes
 # the GIL) are few, small enough that the block's temporaries stay in cache.
 _BLOCK = 131072
@@ -1249,8 +1251,11 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
                 np.multiply(p, drop[unit], out=weights)
             np.matmul(weights, v[unit], out=context_heads[unit])
 
-    # Each unit makes BLAS calls, so units run on the threads only when products may.
-    _in_parallel(forward_units, len(units), probs.size if _split_products else 0)
+    # Each unit makes BLAS calls, so units run on the threads only when products may. A
+    # unit's work per score (two products of length D, an exp) is that of about 16
+    # elementwise passes, so fewer scores than for one pass are worth splitting.
+    work = 16 * probs.size if _split_products else 0
+    _in_parallel(forward_units, len(units), work)
     out = _result(context.reshape(B, T, C), (qkv,))
 
     def _backward(g):
@@ -1272,7 +1277,7 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
                 dq[unit] *= scale
                 np.matmul(dp.swapaxes(-1, -2), q[unit] * scale, out=dk[unit])
 
-        _in_parallel(backward_units, len(units), probs.size if _split_products else 0)
+        _in_parallel(backward_units, len(units), 2 * work)
         _accumulate(qkv, grad.reshape(B, T, width), owned=True)
 
     return _record(out, _backward), _result(probs, ())
@@ -1468,13 +1473,18 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     slope = np.empty_like(flat) if with_slope else None
+    # Blocks of at most _BLOCK elements, as many as a multiple of the thread count, so
+    # that each thread gets an equal share.
+    count = -(-flat.size // _BLOCK)
+    count += -count % _num_threads
+    block = -(-flat.size // count)
 
     def blocks(first, last):
-        size = min(_BLOCK, flat.size)
+        size = min(block, flat.size)
         z, density, p, q = (np.empty(size, dtype=np.float32) for _ in range(4))
         clip, zeros = np.full(size, _GELU_CLIP, dtype=np.float32), np.zeros(size, np.float32)
-        for start in range(first * _BLOCK, min(last * _BLOCK, flat.size), _BLOCK):
-            xs = flat[start:start + _BLOCK]
+        for start in range(first * block, min(last * block, flat.size), block):
+            xs = flat[start:start + block]
             n = xs.size
             zs, es, ps, qs = z[:n], density[:n], p[:n], q[:n]
             np.abs(xs, out=zs)
@@ -1510,7 +1520,8 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
             es *= 1 / math.sqrt(2 * math.pi)  # x phi(x)
             np.add(es, ps, out=slope[start:start + n])
 
-    _in_parallel(blocks, -(-flat.size // _BLOCK), flat.size)
+    # About 20 passes over each element: worth splitting from 1/20 of a pass's minimum.
+    _in_parallel(blocks, count, 20 * flat.size)
     out = out.reshape(x.shape)
     return out, None if slope is None else slope.reshape(x.shape)
 

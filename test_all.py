@@ -1105,10 +1105,12 @@ THREADED_OPS = {
 
 @pytest.mark.parametrize("name", sorted(THREADED_OPS))
 def test_threads_give_identical_results(name, monkeypatch):
-    # (1100, 256) is above the size at which the work is split; an odd row count
-    # gives uneven parts. Each row's elementwise arithmetic is the same on any thread,
-    # so those results are identical. Products use
-    # the threads only with a one-thread BLAS; pretend this process has one.
+    # A split from 4,096 elements on, so that (1100, 256) is cut into many blocks; an odd
+    # row count gives uneven parts. Each row's elementwise arithmetic is the same on any
+    # thread, so those results are identical. Products use the threads only with a
+    # one-thread BLAS; pretend this process has one.
+    monkeypatch.setattr(ag, "_PARALLEL_MIN_SIZE", 4096)
+    monkeypatch.setattr(ag, "_BLOCK", 16384)
     monkeypatch.setattr(ag, "_blas_one_thread", True)
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((1100, 256)) * 3).astype(np.float32)
@@ -1139,9 +1141,12 @@ def test_threads_give_identical_results(name, monkeypatch):
 
 
 @pytest.mark.parametrize("size", [300_001, 262_144])
-def test_threaded_dropout_draws_one_stream(size):
+def test_threaded_dropout_draws_one_stream(size, monkeypatch):
     # Any thread count keeps exactly the elements whose 16 bits of the generator's raw
-    # stream reach p * 2^16, and leaves the generator at the same place.
+    # stream reach p * 2^16, and leaves the generator at the same place. Blocks of 16,384
+    # elements, split from 4,096 elements on, give every thread several blocks.
+    monkeypatch.setattr(ag, "_PARALLEL_MIN_SIZE", 4096)
+    monkeypatch.setattr(ag, "_BLOCK", 16384)
     raw = np.random.default_rng(8).bit_generator.random_raw((size + 3) // 4)
     expected_keep = raw.view(np.uint16)[:size] >= np.uint16(round(0.1 * 2 ** 16))
     x = Tensor(np.ones(size, dtype=np.float32))
