@@ -9,8 +9,9 @@ the "backpropagation" of neural-network training).
 
 Each operation below reads top to bottom: compute `out`, then the backward closure
 for exactly that computation, then return. Fused operations (linear, softmax,
-log-softmax with cross-entropy, layer norm, GELU, embedding) are one graph node each,
-with a hand-derived backward that reuses what the forward pass cached.
+log-softmax with cross-entropy, layer norm, GELU, embedding, multi-head attention) are
+one graph node each, with a hand-derived backward that reuses what the forward pass
+cached.
 
 Imports: NumPy and the Python standard library only, so this file can be copied alone
 into another project.
@@ -43,7 +44,7 @@ Limitations:
   math.erf). Other input goes through math.erf element by element, which is exact but
   about 100 times slower and meant for float64 gradient checks.
 - GELU of float32 input uses its own approximation: within 2.6e-7 of the exact formula
-  on [-10, 10], with a relative error of up to 2.5e-3 for x < -4, where GELU is above
+  on [-10, 10], with a relative error of up to 4.1e-3 for x < -4, where GELU is above
   -1.3e-4 (see _GELU_P).
 - softmax of a row that is entirely -inf returns NaN, as in PyTorch: fill masked
   positions with a large finite negative number (for example -1e9) instead.
@@ -53,9 +54,11 @@ Limitations:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -65,6 +68,7 @@ __all__ = [
     "is_grad_enabled",
     "concatenate",
     "linear",
+    "attention",
     "cross_entropy",
     "layer_norm",
     "gelu",
@@ -80,6 +84,8 @@ __all__ = [
     "reuse_freed_memory",
     "set_num_threads",
     "get_num_threads",
+    "products_use_threads",
+    "thread_count",
 ]
 
 _grad_enabled = True
@@ -826,9 +832,10 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 #
 # NumPy's ufuncs and BLAS calls release the GIL while they run, so Python threads that
 # each work on their own slice of an array run in parallel. With set_num_threads(n),
-# autograd splits its large pieces of work over n threads: the elementwise passes (GELU,
-# softmax, layer norm, dropout, bias adds) always, and the matrix products of linear()
-# and matmul() and the blocks of attention() when BLAS itself runs one thread.
+# autograd splits its large pieces of work over n threads. The elementwise passes (GELU,
+# softmax, layer norm, dropout, bias adds) always use them. The matrix products of
+# linear() and matmul() and the blocks of attention() use them when BLAS itself runs one
+# thread.
 #
 # Why autograd splits the products itself: a BLAS library that starts its own threads
 # (OpenBLAS by default) spins them after each product, holding the cores the elementwise
@@ -842,14 +849,38 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 # The default is one thread: this module cannot know how NumPy was loaded. train.py and
 # infer.py set OPENBLAS_NUM_THREADS=1 before NumPy loads and then call set_num_threads.
 
-_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _first_positive(environ, names) -> int | None:
+    """Return the first of the variables `names` in `environ` that contains a whole number > 0."""
+    for name in names:
+        value = str(environ.get(name, "")).strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def _blas_thread_variables() -> tuple:
+    """Return the variables that NumPy's BLAS reads for its thread count, in its order."""
+    try:
+        name = str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]).lower()
+    except (AttributeError, KeyError, TypeError):
+        name = ""
+    if "mkl" in name:
+        return ("MKL_NUM_THREADS", "OMP_NUM_THREADS")
+    return ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS
+
+
 # Read once, here, because BLAS read the same variables when NumPy loaded it (above).
-_blas_one_thread = any(os.environ.get(name, "").strip() == "1" for name in _BLAS_THREAD_VARIABLES)
+# NOTE: a variable changed after NumPy was imported misleads this check.
+_blas_one_thread = _first_positive(os.environ, _blas_thread_variables()) == 1
 _num_threads = 1
 _split_products = False  # whether products and attention blocks use the threads
 _thread_pool = None
-# Elements of a simple pass below which one thread does all the work: waking a pool
-# thread took 40 to 120 us here, about a simple pass over 500,000 float32 elements.
+_POOL_PREFIX = "autograd-pool"  # name prefix of the pool's threads
+# The minimum work, in elements of a simple pass, of each part of a split: waking a pool
+# thread took 40 to 120 us here, about a simple pass over 500,000 float32 elements. So a
+# simple pass is split in two from about a million elements on.
 _PARALLEL_MIN_SIZE = 1 << 19
 # Elements per block of a blockwise pass: large enough that the ufunc calls (each takes
 # the GIL) are few, small enough that the block's temporaries stay in cache.
@@ -859,9 +890,10 @@ _BLOCK = 131072
 def set_num_threads(count: int) -> None:
     """Set how many threads autograd splits large elementwise passes and products over.
 
-    Products and attention use the threads only if OPENBLAS_NUM_THREADS,
-    OMP_NUM_THREADS or MKL_NUM_THREADS was 1 when this module loaded, that is, when
-    BLAS runs one thread itself.
+    Products and attention use the threads only if BLAS runs one thread itself: when
+    this module loaded, the first of OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS and
+    OMP_NUM_THREADS that was set was 1 (MKL_NUM_THREADS, then OMP_NUM_THREADS, for a
+    NumPy built with MKL).
     """
     global _num_threads, _thread_pool, _split_products
     if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
@@ -896,31 +928,52 @@ def thread_count(environ=None) -> int:
         cores = len(os.sched_getaffinity(0))
     else:
         cores = os.cpu_count() or 1
-    for variable in _BLAS_THREAD_VARIABLES[:2]:
-        value = str(environ.get(variable, "")).strip()
-        if value.isdigit() and int(value) > 0:
-            return min(int(value), cores)
-    return cores
+    requested = _first_positive(environ, ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
+    return cores if requested is None else min(requested, cores)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    """Return a / b rounded up, for whole numbers a >= 0 and b > 0."""
+    return -(-a // b)
+
+
+def _parts(size: int, rows: int, threads: int | None = None) -> int:
+    """Return how many parts to cut `rows` into: at most one per thread (or `threads`),
+    and each with at least _PARALLEL_MIN_SIZE of the `size` elements of work."""
+    threads = _num_threads if threads is None else threads
+    return max(1, min(threads, rows, size // _PARALLEL_MIN_SIZE))
+
+
+def _run(tasks: list) -> None:
+    """Call every function in `tasks`: all but the last on the thread pool, the last on
+    the calling thread, then wait for them all.
+
+    Called on a pool thread, it runs them all there instead: a pool thread that waited
+    for the pool could wait for itself. So several calling threads can share the pool.
+    """
+    if threading.current_thread().name.startswith(_POOL_PREFIX):
+        for task in tasks:
+            task()
+        return
+    pending = [_pool().submit(task) for task in tasks[:-1]]
+    tasks[-1]()
+    for future in pending:
+        future.result()  # re-raises an exception from the thread
 
 
 def _in_parallel(work, rows: int, size: int, threads: int | None = None) -> None:
     """Call work(start, stop) on contiguous row ranges that together cover range(rows).
 
-    `size` is the number of elements the work touches. Small work, or one thread, runs
-    as a single call on the calling thread. Otherwise the ranges run on up to `threads`
-    threads (default: all of them) of a thread pool, and the calling thread takes the
-    last range.
+    `size` is the work in elements of a simple pass. Small work, or one thread, runs as
+    a single call on the calling thread. Otherwise the ranges run as _parts() decides,
+    on up to `threads` threads (default: all of them).
     """
-    threads = _num_threads if threads is None else threads
-    parts = min(threads, rows, max(1, size // _PARALLEL_MIN_SIZE))
-    if parts <= 1:
+    parts = _parts(size, rows, threads)
+    if parts == 1:
         work(0, rows)
         return
     bounds = [rows * i // parts for i in range(parts + 1)]
-    pending = [_pool().submit(work, bounds[i], bounds[i + 1]) for i in range(parts - 1)]
-    work(bounds[-2], bounds[-1])
-    for future in pending:
-        future.result()  # re-raises an exception from the thread
+    _run([functools.partial(work, bounds[i], bounds[i + 1]) for i in range(parts)])
 
 
 def _pool():
@@ -928,7 +981,7 @@ def _pool():
     global _thread_pool
     if _thread_pool is None:
         from concurrent.futures import ThreadPoolExecutor
-        _thread_pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="autograd")
+        _thread_pool = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix=_POOL_PREFIX)
     return _thread_pool
 
 
@@ -968,13 +1021,44 @@ def _row_blocks(start: int, stop: int, row_size: int):
         yield a, min(a + step, stop)
 
 
-def _product(a: np.ndarray, b: np.ndarray, threads: int | None = None,
-             bias: np.ndarray | None = None) -> np.ndarray:
+def _product_work(a: np.ndarray, b: np.ndarray) -> int:
+    """Return the work of a @ b in elements of a simple pass: its multiply-adds / 8.
+
+    BLAS did about 42 billion multiply-adds per second per core here, and a simple
+    NumPy pass about 5 billion elements, hence the 8.
+    """
+    return a.shape[0] * a.shape[1] * b.shape[1] // 8
+
+
+def _product_tasks(a: np.ndarray, b: np.ndarray, out: np.ndarray, parts: int,
+                   bias: np.ndarray | None) -> list:
+    """Return `parts` functions that together compute out = a @ b (+ bias).
+
+    Each takes a block of rows of a, or of columns of b when b is wider than a is tall,
+    makes one BLAS call for it and adds the bias to the block it wrote.
+    """
+    if a.shape[0] >= b.shape[1]:
+        def work(start, stop):
+            np.matmul(a[start:stop], b, out=out[start:stop])
+            if bias is not None:
+                out[start:stop] += bias
+
+        count = a.shape[0]
+    else:
+        def work(start, stop):
+            np.matmul(a, b[:, start:stop], out=out[:, start:stop])
+            if bias is not None:
+                out[:, start:stop] += bias[start:stop]
+
+        count = b.shape[1]
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [functools.partial(work, bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _product(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """Return the 2-D matrix product a @ b (plus `bias`, one value per column).
 
-    When the threads may be used, each takes a block of rows of a, or of columns of b
-    when b is wider than a is tall, makes one BLAS call for it and adds the bias to its
-    block. `threads` limits how many take part.
+    When the products may use the threads, the work is split as _product_tasks does.
     """
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
     if not _split_products:
@@ -985,23 +1069,8 @@ def _product(a: np.ndarray, b: np.ndarray, threads: int | None = None,
 
             _in_parallel(add_bias, len(out), out.size)
         return out
-    # The size counts multiply-adds / 8, so products of about a million multiply-adds
-    # and more are split.
-    size = a.shape[0] * a.shape[1] * b.shape[1] // 8
-    if a.shape[0] >= b.shape[1]:
-        def rows(start, stop):
-            np.matmul(a[start:stop], b, out=out[start:stop])
-            if bias is not None:
-                out[start:stop] += bias
-
-        _in_parallel(rows, a.shape[0], size, threads)
-    else:
-        def columns(start, stop):
-            np.matmul(a, b[:, start:stop], out=out[:, start:stop])
-            if bias is not None:
-                out[:, start:stop] += bias[start:stop]
-
-        _in_parallel(columns, b.shape[1], size, threads)
+    parts = _parts(_product_work(a, b), max(a.shape[0], b.shape[1]))
+    _run(_product_tasks(a, b, out, parts, bias))
     return out
 
 
@@ -1012,15 +1081,15 @@ def _two_products(first: tuple, second: tuple) -> tuple:
     On two threads, one whole product per thread took 4% to 7% less time than splitting
     each product in two (the backward products of the mini preset's linear layers).
     """
-    flops = min(x.shape[0] * x.shape[1] * y.shape[1] for x, y in (first, second))
-    if not _split_products or flops < 8 * _PARALLEL_MIN_SIZE:
+    works = [_product_work(*pair) for pair in (first, second)]
+    if not _split_products or _num_threads < 2 or min(works) < _PARALLEL_MIN_SIZE:
         return _product(*first), _product(*second)
+    outs = [np.empty((x.shape[0], y.shape[1]), dtype=np.result_type(x.dtype, y.dtype))
+            for x, y in (first, second)]
     half = _num_threads // 2
-    # The pool has _num_threads - 1 threads: one runs the first product and waits for
-    # its half - 1 helpers, and _num_threads - half - 1 help the second. All fit.
-    pending = _pool().submit(_product, *first, half)
-    second_result = _product(*second, _num_threads - half)
-    return pending.result(), second_result
+    _run(_product_tasks(*first, outs[0], half, None)
+         + _product_tasks(*second, outs[1], _num_threads - half, None))
+    return outs[0], outs[1]
 
 
 # ---------------------------------------------------------------- fused operations
@@ -1070,7 +1139,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None and bias.shape != weight.shape[1:]:
         raise ValueError(f"linear bias shape {bias.shape} must be {weight.shape[1:]}")
     x2 = x.data.reshape(-1, weight.shape[0])  # (N, IN)
-    out_data = _product(x2, weight.data, bias=None if bias is None else bias.data)  # (N, OUT)
+    out_data = _product(x2, weight.data, None if bias is None else bias.data)  # (N, OUT)
     parents = (x, weight) if bias is None else (x, weight, bias)
     out = _result(out_data.reshape(x.shape[:-1] + weight.shape[1:]), parents)
 
@@ -1161,29 +1230,37 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
               training: bool = False, rng=None):
     """Multi-head scaled dot-product attention as one node; returns (context, probabilities).
 
-    qkv (B, T, 3C) holds the query, key and value projections side by side, each C = H * D
+    qkv (B, T, 3C) contains the query, key and value projections side by side, each C = H * D
     wide, as one (C, 3C) linear layer makes them. bias is None or an additive array that
     broadcasts to (B, H, T, T), such as the (B, 1, 1, T) padding bias. For each head,
         P = softmax(Q K^T / sqrt(D) + bias),    context = dropout(P) V,
     and the heads' contexts are joined into (B, T, C). P (B, H, T, T) comes back as a
-    tensor outside the graph: no gradient flows through it. Dropout (inverted, probability dropout_p)
-    acts only when training, drawing from `rng` or the module generator as dropout() does.
+    tensor outside the graph: no gradient flows through it, nor into the bias. Dropout
+    (inverted, probability dropout_p) acts only when training, drawing from `rng` or the
+    module generator as dropout() does. Mask with a large finite negative bias, such as
+    np.finfo(np.float32).min: a row whose keys are all -inf comes out NaN.
 
-    Why one node: the scores of a few heads (T x T each) are computed, shifted, turned
-    into probabilities and multiplied with V while they are still in cache, and the
-    heads split and join through strided views, not copies. Blocks of heads run on the
-    elementwise threads. Backward uses the chain rule through the same steps:
+    Why one node: the scores of a few heads (T x T each) are computed, turned into
+    probabilities and multiplied with V while they are still in cache, and the heads
+    split and join through strided views, not copies. Blocks of heads run on autograd's
+    threads when products do. Backward uses the chain rule through the same steps:
         dV = dropout(P)^T dC,   dP = dC V^T (times the dropout scale),
         dS = P * (dP - rowsum(dP * P)),   dQ = dS K / sqrt(D),   dK = dS^T Q / sqrt(D),
     and writes dQ, dK and dV straight into the (B, T, 3C) gradient of qkv.
     """
-    if qkv.ndim != 3 or qkv.shape[2] % (3 * num_heads) != 0:
+    qkv = qkv if isinstance(qkv, Tensor) else Tensor(qkv)
+    if not isinstance(num_heads, (int, np.integer)) or isinstance(num_heads, bool) or num_heads < 1:
+        raise ValueError(f"attention num_heads must be a whole number of 1 or more, got {num_heads!r}")
+    if qkv.ndim != 3 or qkv.shape[2] % (3 * num_heads) != 0 or qkv.shape[2] == 0:
         raise ValueError(
             f"attention input {qkv.shape} must be (B, T, 3C) with C divisible by "
             f"num_heads {num_heads}"
         )
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {dropout_p}")
+    if isinstance(bias, Tensor) and bias.requires_grad:
+        raise ValueError("attention bias gets no gradient: pass an array, or a tensor that "
+                         "does not require grad")
     B, T, width = qkv.shape
     C = width // 3
     H = num_heads
@@ -1204,12 +1281,18 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
     probs = np.empty((B, H, T, T), dtype=dtype)
     drop = None  # dropout scale per probability: 0 or 1 / (1 - dropout_p)
     if training and dropout_p > 0.0:
-        generator = _default_generator if rng is None else rng
+        generator = _generator(rng)
         _, drop = _dropout_arrays(generator, probs, dropout_p, scale_only=True)
     # dropout(P), kept for backward too: recomputing it there took one more pass.
     dropped = probs if drop is None else np.empty_like(probs)
     context = np.empty((B, T, H, D), dtype=dtype)
     context_heads = context.transpose(0, 2, 1, 3)  # (B, H, T, D) view of it
+    if probs.size == 0:  # no sequences or no tokens: nothing to attend to
+        def _backward_empty(g):
+            _accumulate(qkv, np.zeros(qkv.shape, dtype=dtype), owned=True)
+
+        out = _result(np.zeros((B, T, C), dtype=dtype), (qkv,))
+        return _record(out, _backward_empty), _result(probs, ())
     # Work units of about _BLOCK scores: a few heads of one sequence, or, when all heads
     # fit, a few whole sequences. Each unit is an index (batch slice, head slice).
     heads_per_unit = max(1, _BLOCK // (T * T))
@@ -1217,10 +1300,10 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
         step = heads_per_unit // H
         units = [(slice(b, b + step), slice(0, H)) for b in range(0, B, step)]
     else:
-        step = -(-H // -(-H // heads_per_unit))  # equal parts: 12 heads by 8 -> 6 and 6
+        step = _ceil_div(H, _ceil_div(H, heads_per_unit))  # equal parts: 12 heads, 6 and 6
         units = [(slice(b, b + 1), slice(h, h + step))
                  for b in range(B) for h in range(0, H, step)]
-    scores_per_unit = max(probs[unit].size for unit in units[:2])
+    scores_per_unit = probs[units[0]].size  # the first unit is a full one
 
     def forward_units(first, last):
         exps = np.empty((scores_per_unit // T, T), dtype=dtype)
@@ -1351,6 +1434,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12,
             f"layer_norm weight {weight.shape} and bias {bias.shape} must both be "
             f"({size},) for input {x.shape}"
         )
+    if residual is not None and not isinstance(residual, Tensor):
+        residual = Tensor(residual, dtype=x.dtype)
     if residual is not None and residual.shape != x.shape:
         raise ValueError(
             f"layer_norm residual {residual.shape} must have the input's shape {x.shape}"
@@ -1359,7 +1444,8 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12,
     added = None if residual is None else residual.data.reshape(-1, size)
     xhat = np.empty(rows.shape, dtype=x.dtype)  # centered, then normalized
     rstd = np.empty((len(rows), 1), dtype=x.dtype)  # 1 / sqrt(var + eps)
-    out_data = np.empty(rows.shape, dtype=np.result_type(x.dtype, weight.dtype, bias.dtype))
+    parents = (x, weight, bias) if residual is None else (x, weight, bias, residual)
+    out_data = np.empty(rows.shape, dtype=np.result_type(*(t.dtype for t in parents)))
 
     def forward_rows(start, stop):
         for a, b in _row_blocks(start, stop, size):
@@ -1376,7 +1462,6 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-12,
             out_data[a:b] += bias.data
 
     _in_parallel(forward_rows, len(rows), rows.size)
-    parents = (x, weight, bias) if residual is None else (x, weight, bias, residual)
     out = _result(out_data.reshape(x.shape), parents)
     # The inputs that receive the input gradient (x + residual passes it to both).
     inputs = [t for t in parents[:1] + parents[3:] if t.requires_grad]
@@ -1447,8 +1532,9 @@ def erf(x) -> np.ndarray:
 # Phi(-|x|) = erfc(|x| / sqrt(2)) / 2 = exp(-x^2 / 2) S(|x|), with S smooth and slowly
 # varying, so S ~ P / Q of degrees 2 and 3 (Q monic). dev/fit_gelu.py fitted P / Q to the
 # error it causes in GELU and its slope. Evaluated in float32 on [-10, 10], GELU is within
-# 2.6e-7 and its slope within 2.0e-7 of the exact formula, and GELU's relative error in the
-# left tail (x < -4) is at most 2.5e-3. The forward pass takes 19 passes over the array
+# 2.6e-7 and its slope within 2.5e-7 of the exact formula (largest errors found on a grid
+# of step 2^-20 and by search: 2.57e-7 and 2.36e-7), and GELU's relative error in the left
+# tail, down to -13.5 where it is still a normal float32, is at most 4.1e-3. The forward pass takes 19 passes over the array
 # and one exp, 23 with the slope: as fast as a logit-based form (x / (1 + exp(-g(x))))
 # without the slope and 11% faster with it, which needs a second exp there. All
 # coefficients are positive, so Horner's rule in float32 loses nothing to cancellation.
@@ -1475,9 +1561,11 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
     slope = np.empty_like(flat) if with_slope else None
     # Blocks of at most _BLOCK elements, as many as a multiple of the thread count, so
     # that each thread gets an equal share.
-    count = -(-flat.size // _BLOCK)
+    if flat.size == 0:
+        return out.reshape(x.shape), None if slope is None else slope.reshape(x.shape)
+    count = _ceil_div(flat.size, _BLOCK)
     count += -count % _num_threads
-    block = -(-flat.size // count)
+    block = _ceil_div(flat.size, count)
 
     def blocks(first, last):
         size = min(block, flat.size)
@@ -1581,25 +1669,39 @@ _FULL_64_BIT_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philo
 _JUMPING_GENERATORS = (np.random.PCG64, np.random.PCG64DXSM)
 
 
+def _generator(rng) -> np.random.Generator:
+    """Return `rng`, or the module generator for None; anything else is an error."""
+    if rng is None:
+        return _default_generator
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, such as "
+                        f"np.random.default_rng(seed), got {type(rng).__name__}")
+    return rng
+
+
 def _dropout_arrays(generator: np.random.Generator, x: np.ndarray, p: float,
                     scale_only: bool = False):
     """Return (x * scale, scale), with scale 0 (probability p) or 1 / (1 - p) per element.
 
     With `scale_only`, x gives only the shape and dtype, and the first array is None.
 
-    Each element compares 16 random bits with p * 2^16, rounded to a whole number of at
-    least 1. So p acts as a multiple of 1/65536 (0.1 becomes 0.100006), and the
-    generator's draws, which took two thirds of dropout's time, go four times as far:
-    taking four elements from each raw 64-bit output ran 2.2 times faster than
-    generator.random() on one thread. With a PCG64 generator, threads draw consecutive
-    parts of the stream, so the mask is the same for any thread count.
+    Each element compares 16 random bits with a threshold t, p * 2^16 rounded to the
+    nearest whole number, and kept elements are scaled by 1 / (1 - t / 2^16). So p acts as
+    the nearest multiple of 1/65536 (0.1 becomes 0.100006, below 1/131072 it becomes 0),
+    and the expected value stays x. The generator's draws, which took two thirds of
+    dropout's time, go four times as far as with 32 bits: taking four elements from each
+    raw 64-bit output ran 2.2 times faster than generator.random() on one thread. With a
+    PCG64 generator, threads draw consecutive parts of the stream, so the mask is the same
+    for any thread count.
     """
-    keep_scale = x.dtype.type(1.0 / (1.0 - p))
     bit_generator = generator.bit_generator
     if not isinstance(bit_generator, _FULL_64_BIT_GENERATORS):
+        keep_scale = x.dtype.type(1.0 / (1.0 - p))
         scale = np.multiply(generator.random(x.shape) >= p, keep_scale, dtype=x.dtype)
         return None if scale_only else x * scale, scale
-    threshold = np.uint16(min(max(round(p * 2.0 ** 16), 1), 2 ** 16 - 1))
+    threshold = min(round(p * 2.0 ** 16), 2 ** 16 - 1)
+    keep_scale = x.dtype.type(2.0 ** 16 / (2 ** 16 - threshold))
+    threshold = np.uint16(threshold)
     flat = np.ascontiguousarray(x).reshape(-1)
     scale = np.empty_like(flat)
     out = None if scale_only else np.empty_like(flat)
@@ -1643,8 +1745,7 @@ def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    generator = _default_generator if rng is None else rng
-    out_data, scale = _dropout_arrays(generator, x.data, p)
+    out_data, scale = _dropout_arrays(_generator(rng), x.data, p)
     out = _result(out_data, (x,))
 
     def _backward(g):

@@ -19,8 +19,10 @@ machine is noisy. Sections:
 8. Profile: where the training step and inference spend their time, per operation.
 
 Every measurement runs in a child process (`bench.py --worker NAME`) whose environment sets
-OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS to --threads before NumPy loads,
-and torch.set_num_threads(--threads) on the PyTorch side. Each child reports its own peak
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS before NumPy loads. The children
+that time NumPy's GEMM or PyTorch get --threads BLAS threads (and
+torch.set_num_threads(--threads)). numpy-bert's children get one BLAS thread and split their
+work over --threads autograd threads, as train.py and infer.py do. Each child reports its own peak
 resident set size (getrusage ru_maxrss). Timings are the median of several runs after
 warm-up runs.
 
@@ -1572,7 +1574,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
 
     add("--threads", type=int, default=default_threads, metavar="N",
-        help=f"threads for NumPy's BLAS and for torch, the same on both sides "
+        help=f"threads on both sides: numpy-bert's autograd threads (with BLAS on one "
+             f"thread), NumPy's BLAS threads for the GEMM peak, torch's threads "
              f"(default: all {default_threads} cores)")
     add("--quick", action="store_true",
         help="a short run: fewer repetitions, smaller GEMM sizes, a 2,000-line corpus sample "

@@ -64,13 +64,13 @@ import sys
 import traceback
 from pathlib import Path
 
-# autograd splits matrix products, attention and elementwise passes over its own threads:
-# one per core, or as many as OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) asks for. BLAS itself
-# must then run one thread, which it reads from the environment when NumPy loads it. When
-# NumPy is already loaded (this file imported as a module), BLAS keeps its threads.
-if "numpy" in sys.modules:
-    THREAD_REQUEST = None  # read os.environ as it is
-else:
+# Run as a command, this script lets autograd split matrix products, attention and
+# elementwise passes over its own threads: one per core, or as many as
+# OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) requests. BLAS itself must then run one thread,
+# which it reads from the environment when NumPy loads it, below. Imported as a module,
+# the script changes nothing, and main() reads the variables as they are.
+THREAD_REQUEST = None
+if __name__ == "__main__":
     THREAD_REQUEST = {name: os.environ.get(name, "")
                       for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -477,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "embeddings (--embed).",
         epilog="Exit codes: 0 success, 2 bad input (bad option, empty text, no [MASK], model "
                "not found or damaged, encoder-only model without --embed), as in train.py and "
-               "bert.py; 1 other failure (an unreadable file, an unexpected error).")
+               "bert.py; 1 other failure (an unreadable file, an unexpected error). Threads: "
+               "one per core, or as many as OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) "
+               "requests.")
     parser.add_argument(
         "texts", nargs="*", metavar="TEXT",
         help="texts to process; [MASK] (any letter case) marks each token to predict. "

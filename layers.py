@@ -179,9 +179,9 @@ class Dropout(Module):
 def attention_bias(attention_mask: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Turn a (B, T) mask of 1 (real) and 0 (padding) into an additive (B, 1, 1, T) bias.
 
-    Padded keys get the most negative finite number, so after the softmax subtracts the row
-    maximum their exp() underflows to exactly 0. A finite value (not -inf) keeps a row with
-    every key masked finite: it becomes a uniform distribution instead of NaN.
+    Padded keys get the most negative finite number, so their exp() in the softmax underflows
+    to exactly 0. A finite value (not -inf) keeps a row with every key masked finite: it
+    becomes a uniform distribution instead of NaN.
     """
     mask = np.asarray(attention_mask)
     bias = (1.0 - mask.astype(dtype)) * np.finfo(dtype).min

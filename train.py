@@ -20,7 +20,8 @@ Follows: Devlin et al. 2018 (BERT) for the objective; Loshchilov & Hutter 2019 f
 with decoupled weight decay, implemented as torch.optim.AdamW does.
 
 Limitations:
-- One process, CPU only; the thread count is whatever NumPy's BLAS library uses.
+- One process, CPU only. It uses one thread per core, or as many as OPENBLAS_NUM_THREADS
+  (or OMP_NUM_THREADS) requests, split by autograd.py while BLAS runs one thread.
 - Ctrl-C saves at the last completed step: the interrupted step's work is redone on resume.
 """
 
@@ -35,13 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# autograd splits matrix products, attention and elementwise passes over its own threads:
-# one per core, or as many as OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) asks for. BLAS itself
-# must then run one thread, which it reads from the environment when NumPy loads it. When
-# NumPy is already loaded (this file imported as a module), BLAS keeps its threads.
-if "numpy" in sys.modules:
-    THREAD_REQUEST = None  # read os.environ as it is
-else:
+# Run as a command, this script lets autograd split matrix products, attention and
+# elementwise passes over its own threads: one per core, or as many as
+# OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) requests. BLAS itself must then run one thread,
+# which it reads from the environment when NumPy loads it, below. Imported as a module,
+# the script changes nothing, and main() reads the variables as they are.
+THREAD_REQUEST = None
+if __name__ == "__main__":
     THREAD_REQUEST = {name: os.environ.get(name, "")
                       for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -237,7 +238,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     flags a user typed, which --resume and --eval-only need to tell apart from defaults."""
     parser = ArgumentParser(
         prog="train.py",
-        description="Pre-train BERT (MLM + NSP) on a text corpus and save bert_model.npz.")
+        description="Pre-train BERT (MLM + NSP) on a text corpus and save bert_model.npz.",
+        epilog="Threads: one per core, or as many as OPENBLAS_NUM_THREADS (or "
+               "OMP_NUM_THREADS) requests, e.g. OPENBLAS_NUM_THREADS=1 python train.py.")
 
     def add(*names, default=None, **kwargs):
         parser.add_argument(*names, default=default if with_defaults else argparse.SUPPRESS,
