@@ -1430,8 +1430,8 @@ def format_report(out: dict) -> str:
         threads = {f.get("elementwise_threads") for sides in out["infer"].values()
                    for f in sides.values()} - {None}
         if threads:
-            lines.append(f"    ours: elementwise passes (GELU, softmax, layer norm, dropout, "
-                         f"bias adds) on {max(threads)} thread(s)")
+            lines.append(f"    ours: products, attention and elementwise passes on "
+                         f"{max(threads)} autograd thread(s), BLAS on 1 thread")
         for key in out["infer"]:
             speed = out["ratios"].get(f"infer_{key}_speed")
             if speed is not None:
