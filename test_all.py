@@ -3277,7 +3277,12 @@ def test_train_writes_model_and_checkpoint(tmp_path, tiny_corpus):
     assert metadata["steps"] > 0
     assert "mlm_accuracy" in metadata["validation"]
     assert extra == {}
+    # Paths in the model's metadata are relative to the folder train.py ran in; the
+    # checkpoint keeps them absolute, so that --resume works from anywhere.
+    assert metadata["settings"]["out"] == "m.npz"
+    assert metadata["settings"]["data"] == [tiny_corpus.name]
     _, _, state, moments = bert.load_npz(tmp_path / "m.ckpt.npz")
+    assert Path(state["args"]["out"]).is_absolute()
     assert state["optimizer_step"] == metadata["steps"]
     assert any(k.startswith("adam.m.") for k in moments)
 

@@ -536,6 +536,29 @@ def prepare_model(args, explicit: set):
     return model, tokenizer, state, extra, train_docs, valid_docs
 
 
+def portable_settings(args) -> dict:
+    """Return the settings for a model's metadata, with paths inside the current folder
+    made relative to it.
+
+    train() resolves every path, so that a checkpoint resumes from any folder. A model
+    file travels, and its metadata should not carry the trainer's folders.
+    """
+    settings = dict(vars(args))
+    current_folder = Path.cwd()
+
+    def portable(path):
+        try:
+            return str(Path(path).resolve().relative_to(current_folder))
+        except ValueError:  # outside the current folder: keep it as it is
+            return path
+
+    for key in ("out", "checkpoint", "resume", "model", "vocab"):
+        if settings.get(key):
+            settings[key] = portable(settings[key])
+    settings["data"] = [portable(path) for path in settings.get("data") or []]
+    return settings
+
+
 def train(args, explicit: set) -> int:
     started = time.time()
     # Every step frees and reallocates the same activation buffers. Keeping the freed
@@ -599,6 +622,11 @@ def train(args, explicit: set) -> int:
     # 3. What is about to happen, so a log explains itself.
     parameter_count = sum(p.size for p in model.parameters())
     print(f"settings: {json.dumps(vars(args), sort_keys=True)}")
+    threads = autograd.get_num_threads()
+    if threads > 1 and not autograd.products_use_threads():
+        print(f"threads: {threads} for elementwise passes, BLAS's own for products")
+    else:
+        print(f"threads: {threads}")
     print(f"model: {args.model_size} preset, {config.num_hidden_layers} layers, hidden "
           f"{config.hidden_size}, {config.num_attention_heads} heads, intermediate "
           f"{config.intermediate_size}, vocabulary {config.vocab_size:,}; "
@@ -635,7 +663,7 @@ def train(args, explicit: set) -> int:
             "command": "python train.py " + " ".join(sys.argv[1:]),
             "model_size": args.model_size, "steps": optimizer.step_count,
             "epochs_completed": epoch, "train_seconds": round(time.time() - started, 1),
-            "hardware": hardware_description(), "settings": vars(args),
+            "hardware": hardware_description(), "settings": portable_settings(args),
             "numpy": np.__version__, "validation": metrics, "seed": args.seed,
         }
         bert.save(model, tokenizer, args.out, metadata=metadata, float16=args.float16)
