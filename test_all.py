@@ -448,7 +448,7 @@ def test_attention_matches_primitive_ops(dropout_p):
 @pytest.mark.parametrize("offset", [0.0, 200.0, -200.0, 1e4, -1e4])
 def test_attention_softmax_stays_exact_for_extreme_scores(offset):
     # Scores far above 88 overflow exp() and far below -46 underflow it, so those rows take
-    # the shifted softmax; a mix of both kinds of row shares one block.
+    # the shifted softmax. A mix of both kinds of row shares one block.
     rng = np.random.default_rng(3)
     T, D = 4, 2
     q = rng.standard_normal((2, T, D))
@@ -1246,9 +1246,10 @@ def test_dropout_keeps_expected_value(p):
     out = ag.dropout(Tensor(np.ones(1 << 20, dtype=np.float32)), p, True,
                      rng=np.random.default_rng(0)).data
     dropped = round(p * 65536) / 65536
-    kept = out[out != 0]
-    np.testing.assert_allclose(kept, 1 / (1 - dropped), rtol=1e-6)
-    assert abs(kept.size / out.size - (1 - dropped)) < 6 * np.sqrt(dropped / out.size) + 1e-12
+    kept_values = out[out != 0]
+    np.testing.assert_allclose(kept_values, 1 / (1 - dropped), rtol=1e-6)
+    kept_share = kept_values.size / out.size
+    assert abs(kept_share - (1 - dropped)) < 6 * np.sqrt(dropped / out.size) + 1e-12
 
 
 def test_threads_pass_errors_back():
@@ -3483,8 +3484,8 @@ def run_cached(args: tuple, stdin: str | None) -> subprocess.CompletedProcess:
 
 
 def test_infer_threads_follow_the_environment(monkeypatch, tiny_npz, capsys):
-    # Imported after NumPy, infer.py leaves BLAS alone and gives autograd as many threads
-    # as OPENBLAS_NUM_THREADS asks for (as a command it also limits BLAS to one thread).
+    # Imported as a module, infer.py leaves BLAS alone and gives autograd as many threads
+    # as OPENBLAS_NUM_THREADS requests (as a command it also limits BLAS to one thread).
     assert infer.THREAD_REQUEST is None
     previous = ag.get_num_threads()
     try:
