@@ -838,8 +838,9 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 # thread.
 #
 # Why autograd splits the products itself: a BLAS library that starts its own threads
-# (OpenBLAS by default) spins them after each product, holding the cores the elementwise
-# threads need, and it runs attention's many small products (T x D by D x T) poorly.
+# (OpenBLAS by default) spins them after each product, so they hold the cores that the
+# elementwise threads need. It also runs attention's many small products (T x D by D x T)
+# poorly.
 # Two threads that each call a one-thread BLAS on half the rows matched OpenBLAS's own two
 # threads on every linear layer of BERT and took 3.9 ms instead of 6.3 ms for the attention
 # scores of MiniLM (32 x 128 tokens, 12 heads; measured on 2 cores). When the
@@ -848,7 +849,6 @@ def _sum_rows_by_index(ids: np.ndarray, rows: np.ndarray, num_rows: int) -> np.n
 #
 # The default is one thread: this module cannot know how NumPy was loaded. train.py and
 # infer.py set OPENBLAS_NUM_THREADS=1 before NumPy loads and then call set_num_threads.
-
 
 
 def _first_positive(environ, names) -> int | None:
@@ -1082,7 +1082,7 @@ def _two_products(first: tuple, second: tuple) -> tuple:
     each product in two (the backward products of the mini preset's linear layers).
     """
     works = [_product_work(*pair) for pair in (first, second)]
-    if not _split_products or _num_threads < 2 or min(works) < _PARALLEL_MIN_SIZE:
+    if not _split_products or min(works) < _PARALLEL_MIN_SIZE:
         return _product(*first), _product(*second)
     outs = [np.empty((x.shape[0], y.shape[1]), dtype=np.result_type(x.dtype, y.dtype))
             for x, y in (first, second)]
@@ -1249,8 +1249,10 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
     and writes dQ, dK and dV straight into the (B, T, 3C) gradient of qkv.
     """
     qkv = qkv if isinstance(qkv, Tensor) else Tensor(qkv)
-    if not isinstance(num_heads, (int, np.integer)) or isinstance(num_heads, bool) or num_heads < 1:
-        raise ValueError(f"attention num_heads must be a whole number of 1 or more, got {num_heads!r}")
+    whole_number = isinstance(num_heads, (int, np.integer)) and not isinstance(num_heads, bool)
+    if not whole_number or num_heads < 1:
+        raise ValueError(
+            f"attention num_heads must be a whole number of 1 or more, got {num_heads!r}")
     if qkv.ndim != 3 or qkv.shape[2] % (3 * num_heads) != 0 or qkv.shape[2] == 0:
         raise ValueError(
             f"attention input {qkv.shape} must be (B, T, 3C) with C divisible by "
@@ -1532,12 +1534,13 @@ def erf(x) -> np.ndarray:
 # Phi(-|x|) = erfc(|x| / sqrt(2)) / 2 = exp(-x^2 / 2) S(|x|), with S smooth and slowly
 # varying, so S ~ P / Q of degrees 2 and 3 (Q monic). dev/fit_gelu.py fitted P / Q to the
 # error it causes in GELU and its slope. Evaluated in float32 on [-10, 10], GELU is within
-# 2.6e-7 and its slope within 2.5e-7 of the exact formula (largest errors found on a grid
-# of step 2^-20 and by search: 2.57e-7 and 2.36e-7), and GELU's relative error in the left
-# tail, down to -13.5 where it is still a normal float32, is at most 4.1e-3. The forward pass takes 19 passes over the array
-# and one exp, 23 with the slope: as fast as a logit-based form (x / (1 + exp(-g(x))))
-# without the slope and 11% faster with it, which needs a second exp there. All
-# coefficients are positive, so Horner's rule in float32 loses nothing to cancellation.
+# 2.6e-7 and its slope within 2.5e-7 of the exact formula. The largest errors found, on a
+# grid of step 2^-20 and by search, were 2.57e-7 and 2.36e-7. In the left tail, down to
+# -13.5 where GELU is still a normal float32, its relative error is at most 4.1e-3.
+# The forward pass takes 19 passes over the array and one exp, 23 with the slope. That is
+# as fast as a logit-based form, x / (1 + exp(-g(x))), without the slope, and 11% faster
+# with it, because that form needs a second exp for the slope. All coefficients are
+# positive, so Horner's rule in float32 loses nothing to cancellation.
 _GELU_P = (4.876794604964861, 2.1350444744194523, 0.40514444264279964)
 _GELU_Q = (9.753587443825456, 12.052445741877378, 5.548697844996816, 1.0)
 # Beyond |x| = 20, exp(-x^2 / 2) underflows to 0 in float32, so Phi is exactly 0 or 1.
@@ -1559,10 +1562,10 @@ def _gelu_float32(x: np.ndarray, with_slope: bool):
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     slope = np.empty_like(flat) if with_slope else None
-    # Blocks of at most _BLOCK elements, as many as a multiple of the thread count, so
-    # that each thread gets an equal share.
     if flat.size == 0:
         return out.reshape(x.shape), None if slope is None else slope.reshape(x.shape)
+    # Blocks of at most _BLOCK elements, as many as a multiple of the thread count, so
+    # that each thread gets an equal share.
     count = _ceil_div(flat.size, _BLOCK)
     count += -count % _num_threads
     block = _ceil_div(flat.size, count)
@@ -1739,7 +1742,8 @@ def dropout(x: Tensor, p: float, training: bool, rng=None) -> Tensor:
     The scaling (inverted dropout) keeps the expected value unchanged, so evaluation
     needs no rescaling: when not training, or when p == 0, x itself is returned.
     `rng` is a np.random.Generator. By default dropout() uses the module generator
-    that manual_seed() resets.
+    that manual_seed() resets. With a 64-bit generator such as the default PCG64, p acts
+    as the nearest multiple of 1/65536 (see _dropout_arrays).
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")

@@ -592,11 +592,6 @@ def worker_tokenizer_hf(settings: dict) -> dict:
                     "TOKENIZERS_PARALLELISM=false"}
 
 
-def _split_pair(first: tuple, second: tuple) -> tuple:
-    """Two 2-D products at once on autograd's threads, as linear()'s backward runs them."""
-    return autograd._two_products(first, second)
-
-
 def _blas_pair(first: tuple, second: tuple) -> tuple:
     """Two 2-D products one after the other, each on BLAS's threads."""
     return first[0] @ first[1], second[0] @ second[1]
@@ -635,7 +630,7 @@ def _layer_matmuls(B: int, T: int, C: int, H: int, I: int, rng, product=np.matmu
     p, g_p = (rng.standard_normal((B * H, T, T), dtype=f32) for _ in range(2))
 
     def run():
-        # (input, weight, upstream gradient) of each Linear: forward, d input, d weight.
+        # (input, weight, upstream gradient) of each Linear: forward, d weight, d input.
         for inp, weight, grad in ((x, w_qkv, g_qkv), (x, w_out, g_c), (x, w_1, g_i),
                                   (h, w_2, g_c)):
             product(inp, weight)
@@ -730,7 +725,7 @@ def worker_autograd(settings: dict) -> dict:
     del out
     # The products alone as autograd runs them; the parent also times them on BLAS's own
     # threads (worker layer_matmuls) and takes the faster of the two.
-    run, flops = _layer_matmuls(B, T, C, H, I, rng, _split_product, _split_pair)
+    run, flops = _layer_matmuls(B, T, C, H, I, rng, _split_product, autograd._two_products)
     seconds = time_runs(run, settings["warmup"], settings["layer_runs"])
     results["matmuls_split"] = timing_fields(seconds)
     results["matmul_flops"] = flops

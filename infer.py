@@ -574,7 +574,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     autograd.set_num_threads(autograd.thread_count(THREAD_REQUEST))
     # Each batch frees and reallocates buffers of the same sizes: keeping the freed memory
-    # mapped spares the page faults (MiniLM at 32 x 128: 748 -> 710 ms per batch).
+    # mapped spares the page faults (MiniLM at 32 x 128: 748 -> 729 ms per batch).
     autograd.reuse_freed_memory()
     try:
         run(args)

@@ -1160,6 +1160,14 @@ def test_gelu_float32_saturates_far_out():
     np.testing.assert_array_equal(out, [0.0, 0.0, 30.0, 1e6])
 
 
+def _split_products_case(x, w, b):
+    """Return a linear layer whose products the threads split: rows of x forward and for
+    d x, and, since the weight depends on w, columns of the upstream gradient for d weight
+    (256 x 1100 by 1100 x 512)."""
+    base = Tensor(np.outer(np.ones(256), np.arange(512)).astype(np.float32) * 1e-3)
+    return ag.linear(x, base * w.reshape(256, 1), None)[:, :256]
+
+
 THREADED_OPS = {
     "gelu": lambda x, w, b: x.gelu(),
     "softmax": lambda x, w, b: x.softmax(),
@@ -1168,10 +1176,7 @@ THREADED_OPS = {
     "linear": lambda x, w, b: ag.linear(x, Tensor(np.eye(256, dtype=np.float32)) * w, b),
     # Threads draw consecutive parts of one PCG64 stream, so the mask is the same.
     "dropout": lambda x, w, b: ag.dropout(x * w, 0.3, True, rng=np.random.default_rng(3)),
-    # Products split by rows of x and, for the weight gradient, by columns of the upstream
-    # gradient (256 x 1100 by 1100 x 512).
-    "product": lambda x, w, b: ag.linear(x, Tensor(np.outer(np.ones(256), np.arange(
-        512)).astype(np.float32) * 1e-3) * Tensor(np.ones(512, dtype=np.float32)), None)[:, :256] * w,
+    "product": _split_products_case,
     # Blocks of heads run on the threads: (1100, 256) as 11 sequences of 100 tokens, 4 heads.
     "attention": lambda x, w, b: ag.attention(
         ag.concatenate([x, x * w, x], axis=1).reshape(11, 100, 768), 4, None, 0.2, True,
@@ -1293,7 +1298,7 @@ def test_thread_count_reads_environment(monkeypatch, openblas, omp, expected):
     ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, False),
     ({"MKL_NUM_THREADS": "1"}, False),  # NumPy's BLAS here is OpenBLAS, which ignores it
     ({}, False)])
-def test_products_use_threads_only_with_a_one_thread_blas(variables, expected):
+def test_product_threads_follow_blas_variables(variables, expected):
     # The check follows the variables that the loaded BLAS reads, in its order.
     blas = str(np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]).lower()
     if "openblas" not in blas:
