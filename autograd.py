@@ -1227,7 +1227,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 
 def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
-              training: bool = False, rng=None):
+              training: bool = False, rng=None, return_probs: bool = True):
     """Multi-head scaled dot-product attention as one node; returns (context, probabilities).
 
     qkv (B, T, 3C) contains the query, key and value projections side by side, each C = H * D
@@ -1239,6 +1239,10 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
     (inverted, probability dropout_p) acts only when training, drawing from `rng` or the
     module generator as dropout() does. Mask with a large finite negative bias, such as
     np.finfo(np.float32).min: a row whose keys are all -inf comes out NaN.
+    With return_probs=False the probabilities come back as None. Then, when nothing needs
+    them (no gradient, no dropout), no (B, H, T, T) array is made at all: each block's
+    scores live in a scratch buffer, and the context is divided by the row sums instead
+    of the T x T exponentials.
 
     Why one node: the scores of a few heads (T x T each) are computed, turned into
     probabilities and multiplied with V while they are still in cache, and the heads
@@ -1280,21 +1284,26 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
                 f"attention bias of shape {bias.shape} cannot be broadcast to the "
                 f"scores' shape {(B, H, T, T)}"
             ) from None
-    probs = np.empty((B, H, T, T), dtype=dtype)
+    needs_graph = _needs_graph(qkv)
+    dropping = training and dropout_p > 0.0
+    # Without a gradient, dropout or a caller that wants them, the probabilities need
+    # not be kept.
+    keep = return_probs or needs_graph or dropping
+    probs = np.empty((B, H, T, T), dtype=dtype) if keep else None
     drop = None  # dropout scale per probability: 0 or 1 / (1 - dropout_p)
-    if training and dropout_p > 0.0:
+    if dropping:
         generator = _generator(rng)
         _, drop = _dropout_arrays(generator, probs, dropout_p, scale_only=True)
     # dropout(P), kept for backward too: recomputing it there took one more pass.
     dropped = probs if drop is None else np.empty_like(probs)
     context = np.empty((B, T, H, D), dtype=dtype)
     context_heads = context.transpose(0, 2, 1, 3)  # (B, H, T, D) view of it
-    if probs.size == 0:  # no sequences or no tokens: nothing to attend to
+    if B * H * T == 0:  # no sequences or no tokens: nothing to attend to
         def _backward_empty(g):
             _accumulate(qkv, np.zeros(qkv.shape, dtype=dtype), owned=True)
 
         out = _result(np.zeros((B, T, C), dtype=dtype), (qkv,))
-        return _record(out, _backward_empty), _result(probs, ())
+        return _record(out, _backward_empty), _result(probs, ()) if return_probs else None
     # Work units of about _BLOCK scores: a few heads of one sequence, or, when all heads
     # fit, a few whole sequences. Each unit is an index (batch slice, head slice).
     heads_per_unit = max(1, _BLOCK // (T * T))
@@ -1305,12 +1314,15 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
         step = _ceil_div(H, _ceil_div(H, heads_per_unit))  # equal parts: 12 heads, 6 and 6
         units = [(slice(b, b + 1), slice(h, h + step))
                  for b in range(B) for h in range(0, H, step)]
-    scores_per_unit = probs[units[0]].size  # the first unit is a full one
+    unit_shape = q[units[0]].shape[:2] + (T, T)  # the first unit is a full one
 
     def forward_units(first, last):
-        exps = np.empty((scores_per_unit // T, T), dtype=dtype)
+        exps = np.empty((math.prod(unit_shape[:3]), T), dtype=dtype)
+        scratch = None if keep else np.empty(unit_shape, dtype=dtype)
         for unit in units[first:last]:
-            p = probs[unit]  # (b, h, T, T): scores, then probabilities in place
+            # (b, h, T, T): scores, then probabilities in place when they are kept
+            b, h = q[unit].shape[:2]
+            p = probs[unit] if keep else scratch[:b, :h]
             np.matmul(q[unit] * scale, k[unit].swapaxes(-1, -2), out=p)
             if bias is not None:
                 p += bias[unit]
@@ -1330,6 +1342,11 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
                 shifted = rows[redo] - rows[redo].max(axis=1, keepdims=True)
                 e[redo] = np.exp(shifted)
                 sums[redo] = _row_sums(e[redo])
+            if not keep:  # context = (e V) / row sums: D divisions per row, not T
+                context_unit = context_heads[unit]
+                np.matmul(e.reshape(p.shape), v[unit], out=context_unit)
+                context_unit /= sums.reshape(p.shape[:3] + (1,))
+                continue
             np.multiply(e, 1.0 / sums, out=rows)
             weights = dropped[unit]
             if drop is not None:
@@ -1339,7 +1356,7 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
     # Each unit makes BLAS calls, so units run on the threads only when products may. A
     # unit's work per score (two products of length D, an exp) is that of about 16
     # elementwise passes, so fewer scores than for one pass are worth splitting.
-    work = 16 * probs.size if _split_products else 0
+    work = 16 * B * H * T * T if _split_products else 0
     _in_parallel(forward_units, len(units), work)
     out = _result(context.reshape(B, T, C), (qkv,))
 
@@ -1365,7 +1382,7 @@ def attention(qkv: Tensor, num_heads: int, bias=None, dropout_p: float = 0.0,
         _in_parallel(backward_units, len(units), 2 * work)
         _accumulate(qkv, grad.reshape(B, T, width), owned=True)
 
-    return _record(out, _backward), _result(probs, ())
+    return _record(out, _backward), _result(probs, ()) if return_probs else None
 
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int = -100) -> Tensor:

@@ -236,7 +236,7 @@ class BertModel(Module):
         hidden_states = [x] if output_hidden_states else []
         attentions = []
         for layer in self.encoder:
-            x, probs = layer(x, bias)
+            x, probs = layer(x, bias, return_probs=output_attentions)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:

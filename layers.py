@@ -209,8 +209,11 @@ class SelfAttention(Module):
         self.value = Linear(hidden_size, hidden_size, rng, std)
         self.dropout = Dropout(dropout_p)
 
-    def forward(self, x: Tensor, bias: np.ndarray | None) -> tuple[Tensor, Tensor]:
-        """x (B, T, C), bias (B, 1, 1, T) or None -> context (B, T, C), probabilities (B, H, T, T)."""
+    def forward(self, x: Tensor, bias: np.ndarray | None,
+                return_probs: bool = True) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C), bias (B, 1, 1, T) or None -> context (B, T, C), probabilities
+        (B, H, T, T), or None for them when return_probs is False (inference then makes no
+        (B, H, T, T) array)."""
         # One matrix multiply for all three projections: (B, T, C) -> (B, T, 3C).
         weight = concatenate([self.query.weight, self.key.weight, self.value.weight], axis=1)
         bias_qkv = concatenate([self.query.bias, self.key.bias, self.value.bias], axis=0)
@@ -218,7 +221,8 @@ class SelfAttention(Module):
 
         # Per head: softmax(Q K^T / sqrt(D) + bias), attention dropout, times V; heads joined
         # back into (B, T, C). autograd.attention does all of it as one node.
-        return attention(qkv, self.num_heads, bias, self.dropout.p, self.training)
+        return attention(qkv, self.num_heads, bias, self.dropout.p, self.training,
+                         return_probs=return_probs)
 
 
 class Attention(Module):
@@ -233,8 +237,9 @@ class Attention(Module):
         self.dropout = Dropout(hidden_dropout)
         self.norm = LayerNorm(hidden_size, eps)
 
-    def forward(self, x: Tensor, bias: np.ndarray | None) -> tuple[Tensor, Tensor]:
-        context, probs = self.self_attention(x, bias)
+    def forward(self, x: Tensor, bias: np.ndarray | None,
+                return_probs: bool = True) -> tuple[Tensor, Tensor | None]:
+        context, probs = self.self_attention(x, bias, return_probs)
         # Post-LayerNorm: normalise after adding the residual, as BERT does.
         out = self.norm(self.dropout(self.output(context)), residual=x)
         return out, probs
@@ -269,7 +274,9 @@ class EncoderLayer(Module):
         self.feed_forward = FeedForward(hidden_size, intermediate_size, hidden_dropout, eps,
                                         rng, std)
 
-    def forward(self, x: Tensor, bias: np.ndarray | None) -> tuple[Tensor, Tensor]:
-        """x (B, T, C) -> (B, T, C), and the attention probabilities (B, H, T, T)."""
-        x, probs = self.attention(x, bias)
+    def forward(self, x: Tensor, bias: np.ndarray | None,
+                return_probs: bool = True) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> (B, T, C), and the attention probabilities (B, H, T, T), or
+        None for them when return_probs is False."""
+        x, probs = self.attention(x, bias, return_probs)
         return self.feed_forward(x), probs

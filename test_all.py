@@ -458,6 +458,8 @@ def test_attention_softmax_stays_exact_for_extreme_scores(offset):
     k[1, :, 0] = np.linspace(0.5, 1.5, T)
     qkv = np.concatenate([q, k, rng.standard_normal((2, T, D))], axis=2).astype(np.float32)
     probs = ag.attention(Tensor(qkv), 1)[1].data
+    with ag.no_grad():  # the path that keeps no probabilities
+        context = ag.attention(Tensor(qkv), 1, return_probs=False)[0].data
     scores = q.astype(np.float32).astype(F64) @ k.astype(np.float32).astype(F64).transpose(
         0, 2, 1) / np.sqrt(D)
     expected = np.exp(scores - scores.max(-1, keepdims=True))
@@ -466,6 +468,8 @@ def test_attention_softmax_stays_exact_for_extreme_scores(offset):
     # float32 scores near 7,000 carry a rounding error of about 5e-4.
     tolerance = 2e-3 if abs(offset) > 1e3 else 1e-5
     np.testing.assert_allclose(probs[:, 0], expected, rtol=tolerance, atol=tolerance)
+    values = qkv[:, :, 2 * D:].astype(F64)
+    np.testing.assert_allclose(context, expected @ values, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("T, heads", [(300, 3), (40, 5)])
@@ -479,6 +483,36 @@ def test_attention_work_units_cover_every_head(T, heads):
         np.testing.assert_allclose(fused, composed, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("T, heads", [(6, 2), (300, 3), (40, 5)])
+def test_attention_without_probabilities_gives_the_same_context(T, heads):
+    # Under no_grad, return_probs=False keeps no (B, H, T, T) array and divides the
+    # context by the row sums. A half padded and a fully padded sequence are included.
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, T, 3 * heads * 4)).astype(np.float32)
+    mask = np.ones((3, T), dtype=np.float32)
+    mask[1, T // 2:] = 0
+    mask[2] = 0
+    bias = ((1.0 - mask) * np.finfo(np.float32).min)[:, None, None, :]
+    with ag.no_grad():
+        expected = ag.attention(Tensor(x), heads, bias)[0].data
+        context, probs = ag.attention(Tensor(x), heads, bias, return_probs=False)
+    assert probs is None
+    np.testing.assert_allclose(context.data, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_without_probabilities_keeps_its_gradient():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 5, 12)).astype(np.float32)
+    gradients = []
+    for return_probs in (True, False):
+        t = Tensor(x, requires_grad=True)
+        context, probs = ag.attention(t, 2, return_probs=return_probs)
+        assert (probs is None) == (not return_probs)
+        context.sum().backward()
+        gradients.append(t.grad)
+    np.testing.assert_array_equal(*gradients)
+
+
 @pytest.mark.parametrize("shape", [(0, 4, 12), (2, 0, 12)])
 def test_attention_of_nothing_is_empty(shape):
     qkv = Tensor(np.zeros(shape, dtype=np.float32), requires_grad=True)
@@ -487,6 +521,10 @@ def test_attention_of_nothing_is_empty(shape):
     assert probs.shape == (shape[0], 2, shape[1], shape[1])
     context.sum().backward()
     assert qkv.grad.shape == shape
+    with ag.no_grad():
+        context, probs = ag.attention(Tensor(np.zeros(shape)), 2, return_probs=False)
+    assert context.shape == shape[:2] + (4,)
+    assert probs is None
 
 
 @pytest.mark.parametrize("heads", [0, -4, 1.5, True])
@@ -2172,6 +2210,10 @@ def test_tiny_hf_checkpoint_matches_transformers():
     mlm, nsp = model(ids, types, mask)
     np.testing.assert_allclose(mlm.data, reference["prediction_logits"], atol=1e-5)
     np.testing.assert_allclose(nsp.data, reference["seq_relationship_logits"], atol=1e-5)
+    with ag.no_grad():  # inference keeps no attention probabilities
+        last, pooled = model.bert(ids, types, mask)
+    np.testing.assert_allclose(last.data, reference["hidden_states"][-1], atol=1e-5)
+    np.testing.assert_allclose(pooled.data, reference["pooler_output"], atol=1e-5)
 
 
 def test_tiny_hf_losses_match_transformers():
