@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import struct
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograd import Tensor, gelu, linear, no_grad
+from autograd import Tensor, gelu, linear
 from layers import (SKIP_INIT, Dropout, Embedding, EncoderLayer, LayerNorm, Linear, Module,
                     Parameter, attention_bias)
 
@@ -106,6 +107,10 @@ class BertConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}")
         layers, hidden = PRESETS[name]
+        # Heads and intermediate size follow the hidden size, the preset's or an override.
+        override = overrides.get("hidden_size")
+        if isinstance(override, int) and not isinstance(override, bool) and override >= 1:
+            hidden = override
         sizes = dict(num_hidden_layers=layers, hidden_size=hidden,
                      num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
         sizes.update({k: v for k, v in overrides.items() if v is not None})
@@ -909,34 +914,75 @@ def load_hf(directory) -> tuple:
     return model.eval(), tokenizer
 
 
-def export_hf(model: Module, tokenizer, directory) -> None:
+def export_hf(model: Module, tokenizer, directory, replace: bool = False,
+              max_length: int | None = None) -> None:
     """Write the model as a Hugging Face checkpoint directory that transformers loads.
 
     config.json, model.safetensors (float32, Hugging Face names and layout), vocab.txt and
     tokenizer_config.json. The tied MLM decoder weight is not written: transformers ties it
-    to the word embeddings on load, as its own save_pretrained does.
+    to the word embeddings on load, as its own save_pretrained does. max_length is the
+    tokenizer's model_max_length (default: max_position_embeddings); pass the length the
+    model was trained on when it is shorter (see trained_length).
+
+    The folder is written whole: the files go to a temporary folder beside it, which then
+    takes its place, so an interruption leaves no partial checkpoint. `directory` must not
+    exist or be empty, unless replace=True: then everything in it is replaced, because
+    files that transformers reads beside ours (tokenizer.json, special_tokens_map.json,
+    pytorch_model.bin, ...) would no longer match the model.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_dict()
-    config.update(model_type="bert", architectures=[type(model).__name__],
-                  position_embedding_type="absolute")
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / "config.json", lambda f: f.write(text.encode("utf-8")))
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file; give a folder name for the checkpoint")
+    if directory.is_dir() and any(directory.iterdir()) and not replace:
+        raise ValueError(f"{directory} is not empty; choose a new folder, or pass replace=True")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.",
+                                    suffix=".tmp"))
+    old = staging.with_name(staging.name + ".old")  # the replaced folder, until the swap ends
+    try:
+        config = model.config.to_dict()
+        config.update(model_type="bert", architectures=[type(model).__name__],
+                      position_embedding_type="absolute")
+        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        (staging / "config.json").write_text(text, encoding="utf-8")
+        write_safetensors(staging / "model.safetensors", hf_state_dict(model),
+                          metadata={"format": "pt"})
+        tokenizer.save(staging / "vocab.txt")
+        options = tokenizer.config()
+        tokenizer_config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": options["lowercase"],
+            "strip_accents": options.get("strip_accents"),
+            "tokenize_chinese_chars": options.get("tokenize_chinese_chars", True),
+            "model_max_length": max_length or model.config.max_position_embeddings,
+            # Decoding joins "' s" back into "'s", as Tokenizer.decode does.
+            "clean_up_tokenization_spaces": True,
+        }
+        text = json.dumps(tokenizer_config, indent=2) + "\n"
+        (staging / "tokenizer_config.json").write_text(text, encoding="utf-8")
+        os.chmod(staging, 0o755)  # mkdtemp made it private to its owner
+        if directory.exists():
+            os.rename(directory, old)
+        os.rename(staging, directory)
+    finally:
+        if old.exists() and not directory.exists():  # interrupted between the two renames
+            os.rename(old, directory)
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
-    write_safetensors(directory / "model.safetensors", hf_state_dict(model),
-                      metadata={"format": "pt"})
-    tokenizer.save(directory / "vocab.txt")
-    options = tokenizer.config()
-    tokenizer_config = {
-        "tokenizer_class": "BertTokenizer",
-        "do_lower_case": options["lowercase"],
-        "strip_accents": options.get("strip_accents"),
-        "tokenize_chinese_chars": options.get("tokenize_chinese_chars", True),
-        "model_max_length": model.config.max_position_embeddings,
-    }
-    text = json.dumps(tokenizer_config, indent=2) + "\n"
-    _atomic_write(directory / "tokenizer_config.json", lambda f: f.write(text.encode("utf-8")))
+
+def trained_length(config: "BertConfig", metadata: dict | None) -> int:
+    """Return the longest sequence, in tokens, that the model saw in training.
+
+    train.py records it in the metadata (settings.max_seq_len). Positions beyond it keep
+    their random initial embeddings, so predictions there are meaningless. A model from
+    elsewhere (no such record) is taken at its max_position_embeddings.
+    """
+    settings = (metadata or {}).get("settings") or {}
+    length = settings.get("max_seq_len") if isinstance(settings, dict) else None
+    if isinstance(length, int) and not isinstance(length, bool) and length >= 1:
+        return min(length, config.max_position_embeddings)
+    return config.max_position_embeddings
 
 
 def load(path) -> tuple:
@@ -977,16 +1023,16 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
         raise FileNotFoundError(
             f"{src} not found; pass a numpy-bert .npz file or a Hugging Face checkpoint folder"
         )
-    to_npz = dst.suffix == ".npz"
+    to_npz = dst.suffix.lower() == ".npz"
     existed = dst.exists()
     has_checkpoint = any((dst / name).exists() for name in _CHECKPOINT_FILES)
     if existed and src.resolve() == dst.resolve():
         raise ValueError(f"{src} is both SRC and DST; give DST another name")
+    if not dst.parent.is_dir():
+        raise FileNotFoundError(f"folder {dst.parent} of DST does not exist; create it first")
     if to_npz:
         if dst.is_dir():
             raise ValueError(f"{dst} is a folder; give a .npz file name as DST")
-        if not dst.parent.is_dir():
-            raise FileNotFoundError(f"folder {dst.parent} of DST does not exist; create it first")
         if existed and not force:
             raise ValueError(f"{dst} already exists; pass --force to replace it")
     else:
@@ -1002,6 +1048,9 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
             )
         if has_checkpoint and not force:
             raise ValueError(f"{dst} already contains a checkpoint; pass --force to replace it")
+        if existed and any(dst.iterdir()) and not force:
+            raise ValueError(f"{dst} is a folder with files in it; choose a new folder, or "
+                             "pass --force to replace the folder and everything in it")
 
     notes = []
     if src.is_dir():
@@ -1021,8 +1070,9 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
         replaced = ", replacing the previous file" if existed else ""
         message = f"wrote {dst} ({precision} weights{replaced})"
     else:
-        export_hf(model, tokenizer, dst)
-        replaced = " (replaced the previous checkpoint)" if has_checkpoint else ""
+        export_hf(model, tokenizer, dst, replace=force,
+                  max_length=trained_length(model.config, metadata))
+        replaced = " (replaced the previous folder)" if existed else ""
         message = f"wrote {dst}{replaced}"
     return "\n".join([message, *notes])
 
@@ -1044,14 +1094,17 @@ def main(argv=None) -> int:
                          help="store weights as float16 in a .npz DST (half the size; loads "
                               "back as float32); default float32")
     convert.add_argument("--force", action="store_true",
-                         help="replace an existing .npz DST, or the checkpoint in a DST folder "
-                              "that already has config.json or model.safetensors (default: "
-                              "reject)")
+                         help="replace an existing .npz DST, or an existing DST folder with "
+                              "everything in it, since files such as tokenizer.json beside "
+                              "ours would no longer match the model (default: reject)")
     convert.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = parser.parse_args(argv)
 
     try:
         message = _convert(Path(args.src), Path(args.dst), args.float16, args.force)
+    except KeyboardInterrupt:
+        print("bert.py: interrupted; DST was left as it was", file=sys.stderr)
+        return 130
     except (OSError, ValueError) as e:
         if args.debug:
             raise

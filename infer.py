@@ -36,16 +36,18 @@ Output format:
   per text with the numbers separated by spaces. Numbers are the shortest decimal form
   that reads back as the same float32.
 
-Exit codes: 0 success; 2 usage errors (bad option, empty text, no [MASK], masks too far
-apart, encoder-only model in fill-mask mode, model path not found); 1 other failures (a
-damaged or foreign model file, an unexpected error). Each error is one line on stderr;
---debug shows the traceback instead.
+Exit codes: 0 success; 2 usage errors and bad input (bad option, empty text, no [MASK],
+masks too far apart, encoder-only model in fill-mask mode, model path not found, a damaged
+or foreign model file); 1 other failures (a disk error, an unexpected error); 130 Ctrl-C.
+Each error is one line on stderr; --debug shows the traceback instead.
 
 Limitations:
 - Blank lines on stdin are skipped (with one warning that counts them), so the output has
   one entry per non-blank line, not per input line.
-- A text longer than the model's positions is cut to a window of max_position_embeddings
-  tokens ([CLS] and [SEP] included). In fill-mask mode the window is centred on the span of
+- A text longer than the model reads is cut to a window ([CLS] and [SEP] included) of the
+  length the model was trained on, which train.py records in the model (128 tokens for the
+  shipped model: positions beyond it were never trained), or else of
+  max_position_embeddings tokens. In fill-mask mode the window is centred on the span of
   the masks, and if the masks span more than the window the text is rejected. In --embed
   mode the start of the text is kept. The printed sequence is that of the window.
 - All texts are read and checked before the first forward pass, and results are printed
@@ -197,17 +199,21 @@ def warn(message: str) -> None:
 def load_model(path: Path) -> tuple:
     """Load (model, tokenizer, max_tokens) from a .npz file or a Hugging Face directory.
 
-    max_tokens is the longest input the model reads, [CLS] and [SEP] included: its
-    max_position_embeddings, or a smaller max_seq_length from a sentence-transformers
-    sentence_bert_config.json beside the weights.
+    max_tokens is the longest input the model reads, [CLS] and [SEP] included: the length
+    it was trained on (bert.trained_length), or a smaller max_seq_length from a
+    sentence-transformers sentence_bert_config.json beside the weights.
     """
     if not path.exists():
         raise FileNotFoundError(
             f"model {path} not found; pass --model with a numpy-bert .npz file or a Hugging "
             "Face BERT directory (train.py makes bert_model.npz)"
         )
-    model, tokenizer = bert.load(path)
-    max_tokens = model.config.max_position_embeddings
+    if path.is_dir():
+        model, tokenizer = bert.load(path)
+        metadata = {}
+    else:
+        model, tokenizer, metadata, _ = bert.load_npz(path)
+    max_tokens = bert.trained_length(model.config, metadata)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(
             f"{path}: the vocabulary has {len(tokenizer)} tokens but the model only "
@@ -373,7 +379,9 @@ def predict_masks(model, tokenizer, rows: list[list[int]], k: int,
                               masked_positions=positions)
         if not np.isfinite(logits.data).all():
             raise ValueError("the model produced NaN or infinite logits; check its weights")
-        scores, token_ids = top_k(softmax(logits.data), k)
+        # A vocab.txt may be shorter than the embedding table (rows added to round its
+        # size): ids without a token are never predicted.
+        scores, token_ids = top_k(softmax(logits.data)[:, :len(tokenizer)], k)
 
         counts = is_mask.sum(axis=1)
         row_starts = np.concatenate([[0], np.cumsum(counts)])

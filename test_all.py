@@ -2082,6 +2082,15 @@ def test_config_json_round_trip():
     assert config.intermediate_size == 1024
 
 
+def test_preset_heads_and_intermediate_follow_a_hidden_override():
+    config = BertConfig.from_preset("tiny", vocab_size=100, hidden_size=256)
+    assert (config.num_attention_heads, config.intermediate_size) == (4, 1024)
+    config = BertConfig.from_preset("tiny", vocab_size=100, hidden_size=256, num_attention_heads=8)
+    assert config.num_attention_heads == 8
+    with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
+        BertConfig.from_preset("tiny", hidden_size=-5)
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="not divisible"):
         BertConfig(hidden_size=10, num_attention_heads=3)
@@ -2386,6 +2395,106 @@ def test_convert_existing_checkpoint_needs_force(tmp_path, npz_with_state):
     run = run_bert("convert", "--force", npz_with_state, "hf", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "replaced" in run.stdout
+
+
+def test_convert_force_replaces_the_whole_folder(tmp_path, npz_with_state):
+    # Files that transformers reads beside ours, such as a tokenizer.json of another
+    # vocabulary, must not survive a replacement.
+    hf = tmp_path / "hf"
+    assert run_bert("convert", npz_with_state, hf, cwd=tmp_path).returncode == 0
+    (hf / "tokenizer.json").write_text("{}")
+    (hf / "1_Pooling").mkdir()
+    run = run_bert("convert", "--force", npz_with_state, hf, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in hf.iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_convert_into_a_folder_with_other_files_needs_force(tmp_path, npz_with_state):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    run = run_bert("convert", npz_with_state, notes, cwd=tmp_path)
+    assert_bert_error(run, "is a folder with files in it", "--force")
+    assert (notes / "todo.txt").read_text() == "keep me"
+
+
+def test_export_interrupted_leaves_the_old_folder(tmp_path, monkeypatch):
+    model, tokenizer = bert.load(TINY_HF)
+    target = tmp_path / "hf"
+    bert.export_hf(model, tokenizer, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bert, "write_safetensors", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bert.export_hf(model, tokenizer, target, replace=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+    monkeypatch.undo()
+    real_rename, calls = os.rename, []
+
+    def second_rename_interrupted(src, dst):  # old folder moved aside, new not yet in place
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", second_rename_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bert.export_hf(model, tokenizer, target, replace=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+def test_export_rejects_a_folder_with_files_unless_replacing(tmp_path):
+    model, tokenizer = bert.load(TINY_HF)
+    (tmp_path / "readme.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not empty"):
+        bert.export_hf(model, tokenizer, tmp_path)
+    assert (tmp_path / "readme.txt").read_text() == "mine"
+
+
+def test_export_tokenizer_options(tmp_path):
+    model, tokenizer = bert.load(TINY_HF)
+    bert.export_hf(model, tokenizer, tmp_path / "hf", max_length=16)
+    options = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert options["model_max_length"] == 16
+    assert options["clean_up_tokenization_spaces"] is True
+
+
+def test_convert_writes_the_trained_length(tmp_path):
+    model, tokenizer = bert.load(TINY_HF)
+    bert.save(model, tokenizer, tmp_path / "m.npz", metadata={"settings": {"max_seq_len": 12}})
+    assert run_bert("convert", "m.npz", "hf", cwd=tmp_path).returncode == 0
+    options = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert options["model_max_length"] == 12
+
+
+def test_convert_npz_suffix_in_any_case(tmp_path, npz_with_state):
+    run = run_bert("convert", npz_with_state, "upper.NPZ", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "upper.NPZ").is_file()
+
+
+def test_convert_into_a_missing_folder_rejected(tmp_path, npz_with_state):
+    run = run_bert("convert", npz_with_state, tmp_path / "no" / "hf", cwd=tmp_path)
+    assert_bert_error(run, "does not exist; create it first")
+
+
+def test_convert_interrupted_exits_130(monkeypatch, capsys):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bert, "_convert", interrupted)
+    assert bert.main(["convert", "a.npz", "b.npz"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("bert.py: interrupted")
+    assert err.count("\n") == 1
 
 
 def test_convert_onto_its_source_rejected(tmp_path, npz_with_state):
@@ -3781,6 +3890,57 @@ def test_long_text_embed_keeps_start():
     assert "warning" in result.stderr
     window = infer_json("--embed", "--model", TINY_HF, " ".join(WORDS[:TINY_BUDGET]))
     assert np.allclose(json.loads(result.stdout), window, atol=1e-6)
+
+
+def test_window_is_the_trained_length(tmp_path):
+    # A .npz whose metadata records training on 10 tokens is read 10 tokens at a time,
+    # though its config has 32 positions.
+    path = tmp_path / "short.npz"
+    model, tokenizer = bert.load(TINY_HF)
+    bert.save(model, tokenizer, path, metadata={"settings": {"max_seq_len": 10}})
+    result = run_infer("--json", "--embed", "--model", path, " ".join(WORDS[:20]))
+    assert result.returncode == 0, result.stderr
+    assert "20 tokens, more than the model's 8" in result.stderr
+    window = infer_json("--embed", "--model", TINY_HF, " ".join(WORDS[:8]))
+    assert np.allclose(json.loads(result.stdout), window, atol=1e-6)
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ({"settings": {"max_seq_len": 128}}, 128),
+    ({"settings": {"max_seq_len": 4096}}, 512),  # never more than the positions
+    ({"settings": {"max_seq_len": "128"}}, 512),
+    ({"settings": None}, 512),
+    ({}, 512),
+    (None, 512),
+])
+def test_trained_length(metadata, expected):
+    config = BertConfig.from_preset("tiny", vocab_size=100)
+    assert bert.trained_length(config, metadata) == expected
+
+
+def test_shipped_model_reads_its_trained_length():
+    _, _, metadata, _ = bert.load_npz(ROOT / "bert_model.npz")
+    assert metadata["settings"]["max_seq_len"] == 128
+
+
+def test_ids_beyond_a_short_vocabulary_are_never_predicted(tmp_path):
+    # A vocab.txt shorter than the embedding table: the rows without a token are left out
+    # of the guesses, however many are asked for.
+    model_dir = tmp_path / "short_vocab"
+    model_dir.mkdir()
+    for file in TINY_HF.iterdir():
+        (model_dir / file.name).write_bytes(file.read_bytes())
+    tokens = (TINY_HF / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (model_dir / "vocab.txt").write_text("\n".join(tokens[:100]) + "\n", encoding="utf-8")
+    config = json.loads((TINY_HF / "config.json").read_text(encoding="utf-8"))
+    assert config["vocab_size"] > 100
+    guesses = infer_json("--top-k", "500", "--model", model_dir, "the [MASK] sat")[0][0]
+    assert len(guesses) == 100
+    assert max(g["token"] for g in guesses) == 99
+    full = {g["token"]: g["score"] for g in
+            infer_json("--top-k", "500", "--model", TINY_HF, "the [MASK] sat")[0][0]}
+    for guess in guesses:  # the same probabilities as with every row named
+        assert abs(guess["score"] - full[guess["token"]]) < 1e-6
 
 
 def test_sentence_transformers_length_limit(tmp_path):
