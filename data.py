@@ -908,6 +908,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"data.py: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("data.py: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1855,6 +1855,47 @@ def test_cli_train_bad_flag_one_line(tmp_path):
     assert_one_line_error(result, 2, "--vocab-size", "'many'")
 
 
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def run_main_interrupted(main, argv):
+    # An escaping KeyboardInterrupt would stop the whole pytest session, not fail one test.
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+
+
+def replace_then_interrupt(source, target, real_replace=os.replace):
+    real_replace(source, target)
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("module, name, patch, replaced", [
+    (tokenizer, "_learn_merges", interrupt, False),
+    (os, "replace", interrupt, False),
+    (os, "replace", replace_then_interrupt, True),
+], ids=["while-training", "before-rename", "after-rename"])
+def test_cli_train_interrupted(tmp_path, monkeypatch, capsys, module, name, patch, replaced):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\n" * 3, encoding="utf-8")
+    out = tmp_path / "vocab.txt"
+    out.write_text("old\n", encoding="utf-8")
+    monkeypatch.setattr(module, name, patch)
+    argv = ["train", "--corpus", str(corpus), "--out", str(out)]
+    code = run_main_interrupted(tokenizer.main, argv)
+    assert code == 130
+    assert capsys.readouterr().err == "tokenizer.py: interrupted\n"
+    lines = out.read_text(encoding="utf-8").splitlines()
+    # Either the old file or the complete new one, never a partial file.
+    if replaced:
+        assert lines[:5] == list(tokenizer.SPECIAL_TOKENS)
+    else:
+        assert lines == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "vocab.txt"]
+
+
 def test_cli_train_vocab_mode(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\n" * 3, encoding="utf-8")
@@ -3282,6 +3323,15 @@ def test_demo_bad_flag_one_line(capsys):
     assert exit_info.value.code == 2
     assert error == "data.py: error: -n -2 is invalid: pass 0 or more instances to print " \
                     "(see --help)\n"
+
+
+def test_demo_interrupted_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tokenizer, "train_vocab", interrupt)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A cat sat. It slept.\n\nThe dog ran. It barked loudly.\n", encoding="utf-8")
+    code = run_main_interrupted(data.main, ["--data", str(corpus), "-n", "1"])
+    assert code == 130
+    assert capsys.readouterr().err == "data.py: interrupted\n"
 
 
 def test_demo_trains_train_py_vocab_size(tmp_path, capsys, monkeypatch):

@@ -692,7 +692,9 @@ def _write_lines_atomic(path: str, lines: list[str]) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as e:
-        os.unlink(tmp)
+        # A Ctrl-C that lands just after os.replace() finds the temporary file renamed.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         if isinstance(e, OSError):
             raise type(e)(f"cannot write {path}: {e.strerror or e}") from None
         raise
@@ -1161,6 +1163,11 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"tokenizer.py: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # --out is written through a temporary file that is removed on interruption,
+        # so Ctrl-C leaves either the old file or the complete new one.
+        print("tokenizer.py: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
