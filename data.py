@@ -823,6 +823,49 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"data.py: error: {message} (see --help)\n")
 
 
+def _check_args(parser: argparse.ArgumentParser, args, special_count: int) -> None:
+    """Reject invalid flag values before any work starts, naming the flag and the fix."""
+    if args.n < 0:
+        parser.error(f"-n {args.n} is invalid: pass 0 or more instances to print")
+    if args.seed < 0:
+        parser.error(f"--seed {args.seed} is invalid: pass 0 or more")
+    if args.epoch < 0:
+        parser.error(f"--epoch {args.epoch} is invalid: pass 0 or more")
+    if args.max_seq_len < 5:
+        parser.error(f"--max-seq-len {args.max_seq_len} is too small: a pair needs [CLS] A "
+                     "[SEP] B [SEP], so pass at least 5")
+    # --vocab-size only matters when no --vocab file is given.
+    if not args.vocab and args.vocab_size <= special_count:
+        parser.error(f"--vocab-size {args.vocab_size} is too small: pass {special_count + 1} "
+                     f"or more (the {special_count} special tokens plus at least one "
+                     "character), or a vocabulary file with --vocab")
+
+
+def _train_demo_tokenizer(tokenization, documents: list[list[str]], vocab_size: int):
+    """Train a WordPiece vocabulary of vocab_size tokens on all documents.
+
+    `tokenization` is the tokenizer module, which data.py imports only when run as a script.
+    """
+    print(f"no --vocab given: training a vocabulary of {vocab_size} tokens on the corpus")
+    texts = [" ".join(d) for d in documents]
+    try:
+        tokens = tokenization.train_vocab(texts, vocab_size)
+    except tokenization.VocabSizeError as error:
+        # The library's message names limit_alphabet, which has no flag here.
+        special_count = len(tokenization.SPECIAL_TOKENS)
+        raise ValueError(
+            f"--vocab-size {vocab_size} is smaller than the {special_count} special tokens "
+            f"plus the {error.alphabet_size}-entry alphabet of this corpus: pass "
+            f"--vocab-size {special_count + error.alphabet_size} or more, or a vocabulary "
+            "file with --vocab"
+        ) from None
+    if len(tokens) < vocab_size:
+        print(f"note: the corpus yields only {len(tokens)} of the {vocab_size} "
+              "tokens of --vocab-size, because no pair of symbols occurs often "
+              "enough to merge")
+    return tokenization.Tokenizer(tokens)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _ArgumentParser(
         prog="data.py",
@@ -858,27 +901,18 @@ def main(argv: list[str] | None = None) -> int:
         help="mask whole words instead of single WordPiece tokens (default: off)",
     )
     args = parser.parse_args(argv)
-    if args.n < 0:
-        parser.error(f"-n {args.n} is invalid: pass 0 or more instances to print")
-    try:
-        import tokenizer as tokenization
+    import tokenizer as tokenization
 
+    _check_args(parser, args, len(tokenization.SPECIAL_TOKENS))
+    try:
+        # A vocabulary file is read before the corpus, so a bad --vocab fails at once.
+        tokenizer = tokenization.Tokenizer.from_file(args.vocab) if args.vocab else None
         started = time.perf_counter()
         documents = read_documents(args.data)
         print(f"corpus: {len(documents)} documents, "
               f"{sum(map(len, documents))} sentences ({time.perf_counter() - started:.1f} s)")
-        if args.vocab:
-            tokenizer = tokenization.Tokenizer.from_file(args.vocab)
-        else:
-            print(f"no --vocab given: training a vocabulary of {args.vocab_size} tokens "
-                  "on the corpus")
-            texts = [" ".join(d) for d in documents]
-            tokens = tokenization.train_vocab(texts, args.vocab_size)
-            if len(tokens) < args.vocab_size:
-                print(f"note: the corpus yields only {len(tokens)} of the {args.vocab_size} "
-                      "tokens of --vocab-size, because no pair of symbols occurs often "
-                      "enough to merge")
-            tokenizer = tokenization.Tokenizer(tokens)
+        if tokenizer is None:
+            tokenizer = _train_demo_tokenizer(tokenization, documents, args.vocab_size)
         started = time.perf_counter()
         data = PretrainingData(
             documents, tokenizer, max_seq_length=args.max_seq_len,

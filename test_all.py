@@ -1855,6 +1855,55 @@ def test_cli_train_bad_flag_one_line(tmp_path):
     assert_one_line_error(result, 2, "--vocab-size", "'many'")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--max-length", "0", "hi"],
+     "--max-length 0 is too small for the 2 special tokens [CLS] [SEP]; pass 2 or more"),
+    (["--max-length", "-3", "hi"],
+     "--max-length -3 is too small for the 2 special tokens [CLS] [SEP]; pass 2 or more"),
+    (["--max-length", "2", "--pair", "there", "hi"],
+     "--max-length 2 is too small for the 3 special tokens [CLS] [SEP] [SEP] of a pair; "
+     "pass 3 or more"),
+])
+def test_cli_demo_max_length_checked_first(args, message, capsys):
+    code = tokenizer.main(args)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""  # no stage of the demo ran
+    assert captured.err == f"tokenizer.py: error: {message}\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--vocab-size", "5"],
+     "--vocab-size 5 is too small; pass 6 or more (the 5 special tokens plus at least one "
+     "character)"),
+    (["--min-frequency", "0"], "--min-frequency 0 is invalid; pass 1 or more"),
+    (["--limit-alphabet", "0"], "--limit-alphabet 0 is invalid; pass 1 or more"),
+])
+def test_cli_train_flags_checked_first(tmp_path, capsys, flags, message):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\n", encoding="utf-8")
+    out = tmp_path / "vocab.txt"
+    code = tokenizer.main(["train", "--corpus", str(corpus), "--out", str(out), *flags])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""  # training never started
+    assert captured.err == f"tokenizer.py: error: {message}\n"
+    assert not out.exists()
+
+
+def test_cli_train_vocab_below_alphabet_names_flags(tmp_path, capsys):
+    # The alphabet of "ab cd" is a, c, ##b, ##d: 4 entries after the 5 special tokens.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("ab ab cd\n", encoding="utf-8")
+    code = tokenizer.main(["train", "--corpus", str(corpus), "--vocab-size", "8",
+                           "--out", str(tmp_path / "vocab.txt")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error == "tokenizer.py: error: --vocab-size 8 is smaller than the 5 special " \
+                    "tokens plus the 4-entry alphabet of this corpus; pass --vocab-size 9 " \
+                    "or more, or a lower --limit-alphabet\n"
+
+
 def interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
@@ -3323,6 +3372,49 @@ def test_demo_bad_flag_one_line(capsys):
     assert exit_info.value.code == 2
     assert error == "data.py: error: -n -2 is invalid: pass 0 or more instances to print " \
                     "(see --help)\n"
+
+
+def read_documents_too_early(*args, **kwargs):
+    raise AssertionError("the corpus was read before the flags were checked")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epoch", "-1"], "--epoch -1 is invalid: pass 0 or more"),
+    (["--seed", "-1"], "--seed -1 is invalid: pass 0 or more"),
+    (["--max-seq-len", "4"],
+     "--max-seq-len 4 is too small: a pair needs [CLS] A [SEP] B [SEP], so pass at least 5"),
+    (["--vocab-size", "5"],
+     "--vocab-size 5 is too small: pass 6 or more (the 5 special tokens plus at least one "
+     "character), or a vocabulary file with --vocab"),
+])
+def test_demo_flags_checked_first(flags, message, monkeypatch, capsys):
+    monkeypatch.setattr(data, "read_documents", read_documents_too_early)
+    with pytest.raises(SystemExit) as exit_info:
+        data.main(flags)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert error == f"data.py: error: {message} (see --help)\n"
+
+
+def test_demo_missing_vocab_checked_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(data, "read_documents", read_documents_too_early)
+    missing = tmp_path / "none.txt"
+    code = data.main(["--vocab", str(missing)])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error == f"data.py: error: vocabulary file not found: {missing}\n"
+
+
+def test_demo_vocab_below_alphabet_names_flag(tmp_path, capsys):
+    # The alphabet of "ab cd" is a, c, ##b, ##d: 4 entries after the 5 special tokens.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ab ab cd\n\ncd ab\n", encoding="utf-8")
+    code = data.main(["--data", str(corpus), "--vocab-size", "8"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error == "data.py: error: --vocab-size 8 is smaller than the 5 special tokens " \
+                    "plus the 4-entry alphabet of this corpus: pass --vocab-size 9 or more, " \
+                    "or a vocabulary file with --vocab\n"
 
 
 def test_demo_interrupted_one_line(tmp_path, monkeypatch, capsys):

@@ -1062,7 +1062,19 @@ def _demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_demo_flags(args) -> None:
+    """Reject invalid flag values of the demo before the vocabulary is loaded."""
+    n_special = 2 if args.pair is None else 3
+    if args.max_length is not None and args.max_length < n_special:
+        specials = "[CLS] [SEP]" if args.pair is None else "[CLS] [SEP] [SEP] of a pair"
+        raise ValueError(
+            f"--max-length {args.max_length} is too small for the {n_special} special "
+            f"tokens {specials}; pass {n_special} or more"
+        )
+
+
 def _run_demo(args) -> None:
+    _check_demo_flags(args)
     vocab_path = args.vocab or _default_vocab_path()
     if not args.vocab and not os.path.exists(vocab_path):
         raise FileNotFoundError(f"vocabulary file not found: {vocab_path}; pass --vocab "
@@ -1109,9 +1121,22 @@ def _check_out_path(path: str) -> None:
         )
 
 
+def _check_train_flags(args) -> None:
+    """Reject invalid flag values of `train` before the corpus is read."""
+    n_special = len(SPECIAL_TOKENS)
+    if args.vocab_size <= n_special:
+        raise ValueError(
+            f"--vocab-size {args.vocab_size} is too small; pass {n_special + 1} or more "
+            f"(the {n_special} special tokens plus at least one character)"
+        )
+    if args.min_frequency < 1:
+        raise ValueError(f"--min-frequency {args.min_frequency} is invalid; pass 1 or more")
+    if args.limit_alphabet < 1:
+        raise ValueError(f"--limit-alphabet {args.limit_alphabet} is invalid; pass 1 or more")
+
+
 def _run_train(args) -> None:
-    if args.vocab_size < 1:
-        raise ValueError(f"--vocab-size {args.vocab_size} is invalid; use a positive number")
+    _check_train_flags(args)
     files = [f for path in args.corpus for f in corpus_files(path)]
     _check_out_path(args.out)
     print(f"training: corpus={args.corpus} ({len(files)} file{'s' * (len(files) > 1)}) "
@@ -1124,10 +1149,19 @@ def _run_train(args) -> None:
             yield from read_corpus(path)
 
     start = time.perf_counter()
-    tokens = train_vocab(
-        texts(), args.vocab_size, args.min_frequency, args.limit_alphabet,
-        lowercase=not args.cased,
-    )
+    try:
+        tokens = train_vocab(
+            texts(), args.vocab_size, args.min_frequency, args.limit_alphabet,
+            lowercase=not args.cased,
+        )
+    except VocabSizeError as e:
+        # The library's message names the arguments vocab_size and limit_alphabet.
+        minimum = len(SPECIAL_TOKENS) + e.alphabet_size
+        raise ValueError(
+            f"--vocab-size {args.vocab_size} is smaller than the {len(SPECIAL_TOKENS)} "
+            f"special tokens plus the {e.alphabet_size}-entry alphabet of this corpus; "
+            f"pass --vocab-size {minimum} or more, or a lower --limit-alphabet"
+        ) from None
     seconds = time.perf_counter() - start
     if len(tokens) == len(SPECIAL_TOKENS):
         raise ValueError(
