@@ -8,7 +8,7 @@ Blocks, in the order BERT uses them: Linear, Embedding, LayerNorm, Dropout, Self
 FeedForward and EncoderLayer (post-LayerNorm, as in the original Transformer and BERT).
 
 Imports: NumPy and autograd.py only.
-Usage:   from layers import Linear, EncoderLayer
+Usage:   from layers import Linear, EncoderLayer   (python layers.py runs a small demo)
 Follows: Vaswani et al. 2017, "Attention Is All You Need"; Devlin et al. 2018, "BERT".
 
 Limitations:
@@ -20,6 +20,9 @@ Limitations:
 Shapes: B batch, T sequence length, C hidden size, H heads, D = C // H head size,
 I intermediate size.
 """
+
+import os
+import sys
 
 import numpy as np
 
@@ -280,3 +283,65 @@ class EncoderLayer(Module):
         None for them when return_probs is False."""
         x, probs = self.attention(x, bias, return_probs)
         return self.feed_forward(x), probs
+
+
+def _demo() -> None:
+    """Run one small encoder layer on a padded batch and print what each part holds."""
+    np.set_printoptions(precision=3, suppress=True)
+    rng = np.random.default_rng(0)
+    layer = EncoderLayer(hidden_size=8, num_heads=2, intermediate_size=16, hidden_dropout=0.1,
+                         attention_dropout=0.1, eps=1e-12, rng=rng)
+    print("EncoderLayer(hidden 8, 2 heads, intermediate 16): its parameters by name")
+    for name, parameter in layer.named_parameters():
+        print(f"  {name:40s} {parameter.shape}")
+
+    # Two sequences of 4 tokens; the second has 2 real tokens and 2 padding positions.
+    x = Tensor(rng.standard_normal((2, 4, 8)).astype(np.float32), requires_grad=True)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
+    layer.eval()  # no dropout, so the output is deterministic
+    out, probs = layer(x, attention_bias(mask))
+    print(f"\nforward: x {x.shape} -> out {out.shape}, attention probabilities {probs.shape}")
+    print("sequence 2, head 1: each row sums to 1 and the padded keys (columns 3, 4) get 0")
+    print(probs.data[1, 0])
+
+    # Not out.sum(): every row of a LayerNorm output sums to the same value, whatever x is,
+    # so that gradient would be 0. A weighted sum with random weights depends on x.
+    loss = (out * rng.standard_normal(out.shape).astype(np.float32)).sum()
+    loss.backward()
+    print("\nbackward: loss.backward() on a random weighted sum of out filled a gradient for x "
+          "and every parameter")
+    print(f"  x.grad {x.grad.shape}, largest |value| {np.abs(x.grad).max():.3f}")
+    weight = layer.feed_forward.intermediate.weight
+    print(f"  feed_forward.intermediate.weight.grad {weight.grad.shape}")
+
+
+USAGE = """usage: python layers.py [--help]
+
+Runs a demo: one small BERT encoder layer on a padded batch of two sequences. It prints
+the layer's parameters by name, the attention probabilities of the padded sequence (the
+padded keys get 0) and the gradients that backward() fills. Import the file (from layers
+import EncoderLayer) to build models; bert.py does."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if argv:
+        print(f"layers.py: error: unrecognized arguments: {' '.join(argv)} (see --help)",
+              file=sys.stderr)
+        return 2
+    try:
+        _demo()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of stdout (head, less) quit early. Point stdout at nothing, so the
+        # interpreter's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1143,8 +1143,25 @@ def test_demo_rejects_other_arguments():
     assert result.stderr == "autograd.py: error: unrecognized arguments: --steps 3 (see --help)\n"
 
 
+def test_layers_demo():
+    result = subprocess.run([sys.executable, str(ROOT / "layers.py")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "feed_forward.intermediate.weight " in result.stdout
+    largest = float(result.stdout.split("largest |value| ")[1].split()[0])
+    assert largest > 0.1  # the loss depends on x, so its gradient is not 0
+    result = subprocess.run([sys.executable, str(ROOT / "layers.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python layers.py")
+    result = subprocess.run([sys.executable, str(ROOT / "layers.py"), "-n", "3"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "layers.py: error: unrecognized arguments: -n 3 (see --help)\n"
+
+
 @pytest.mark.parametrize("command", [
-    ["autograd.py"], ["tokenizer.py", "hello world"],
+    ["autograd.py"], ["layers.py"], ["tokenizer.py", "hello world"],
     ["data.py", "--vocab", str(ROOT / "testdata" / "bert-base-uncased-vocab.txt")]])
 def test_demo_closed_pipe_no_traceback(command):
     # The reader closes the pipe before the child writes, as `head` does after its lines.
