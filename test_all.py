@@ -3742,11 +3742,15 @@ def test_vocab_size_below_alphabet_names_flag(tmp_path, tiny_corpus):
      "hidden_size 128 is not divisible by num_attention_heads 3; pass a --num-heads"),
     (["--num-layers", "0"], "num_hidden_layers must be a positive integer, got 0; check"),
     (["--out", "m.npz", "--checkpoint", "m.npz"], "--checkpoint m.npz is also the --out file"),
+    (["--seed", "-1"], "--seed -1 is invalid; pass a whole number of 0 or more"),
+    (["--warmup", "2.5"], "--warmup 2.5 is invalid; pass a whole number of steps"),
+    (["--vocab", "missing.txt"], "--vocab missing.txt: missing.txt not found"),
 ])
 def test_bad_flags_fail_before_vocabulary(tmp_path, tiny_corpus, flags, message):
     run = run_train(["--data", str(tiny_corpus), *flags], tmp_path)
     assert run.returncode == 2
     assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
     assert "training a" not in run.stdout  # no vocabulary was trained first
 
 

@@ -320,6 +320,8 @@ def check_args(args, explicit: set) -> None:
     for flag, value in {"--max-steps": args.max_steps, "--stop-at": args.stop_at}.items():
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value} is invalid; pass a whole number of 1 or more")
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed} is invalid; pass a whole number of 0 or more")
     floats = {"--lr": args.lr, "--warmup": args.warmup, "--weight-decay": args.weight_decay,
               "--dropout": args.dropout, "--valid-fraction": args.valid_fraction}
     for flag, value in floats.items():
@@ -329,6 +331,9 @@ def check_args(args, explicit: set) -> None:
         raise UsageError(f"--lr {args.lr} is invalid; pass a positive learning rate")
     if args.warmup < 0:
         raise UsageError(f"--warmup {args.warmup} is invalid; pass 0 or more")
+    if args.warmup >= 1 and not args.warmup.is_integer():
+        raise UsageError(f"--warmup {args.warmup} is invalid; pass a whole number of steps, "
+                         "or a fraction of all steps below 1")
     if args.weight_decay < 0:
         raise UsageError(f"--weight-decay {args.weight_decay} is invalid; pass 0 or more")
     if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
@@ -357,6 +362,14 @@ def check_args(args, explicit: set) -> None:
     if args.resume and Path(args.resume).is_dir():
         raise UsageError(f"--resume {args.resume} is a folder; pass the .ckpt.npz file a "
                          "training run wrote")
+    # On --resume the checkpoint's vocabulary is used and --vocab is ignored.
+    if args.vocab and not args.resume:
+        vocab_file = Path(args.vocab)
+        if vocab_file.is_dir():  # Tokenizer.from_file reads the vocab.txt inside a folder
+            vocab_file = vocab_file / "vocab.txt"
+        if not vocab_file.is_file():
+            raise FileNotFoundError(f"--vocab {args.vocab}: {vocab_file} not found; pass a "
+                                    "WordPiece vocab.txt, or drop --vocab to train one")
     if not args.eval_only:
         check_writable(Path(args.out), "--out")
         if args.checkpoint:
