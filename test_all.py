@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -3698,6 +3699,26 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     _, _, metadata, _ = bert.load_npz(tmp_path / "runs" / "m.npz")
     assert metadata["epochs_completed"] == 2
     assert not (tmp_path / "bert_model.npz").exists()
+
+
+def test_grad_accum_beyond_epoch_averages(tmp_path, tiny_corpus):
+    # Batches of 2 pairs give 2 batches in the first epoch, so --grad-accum 5 makes one
+    # step of the same 2 batches as --grad-accum 2.
+    flags = ["--data", str(tiny_corpus), "--max-steps", "1", *TINY_FLAGS,
+             "--batch-size", "2", "--log-every", "1"]
+    runs = {}
+    for accum in ("2", "5"):
+        run = run_train([*flags, "--grad-accum", accum, "--out", f"a{accum}.npz"], tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert "2 batches per epoch" in run.stdout
+        runs[accum] = run
+    loss = {accum: re.search(r"step 1/1 \| (loss .*?\)) \|", run.stdout).group(1)
+            for accum, run in runs.items()}
+    assert loss["5"] == loss["2"]
+    full, _ = bert.load(tmp_path / "a2.npz")
+    partial, _ = bert.load(tmp_path / "a5.npz")
+    for (name, a), (_, b) in zip(full.named_parameters(), partial.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
 
 
 def test_shipped_model_reproduces_its_evaluation(tmp_path):

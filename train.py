@@ -279,7 +279,7 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     add("--weight-decay", type=float, default=0.01,
         help="AdamW decoupled weight decay, not on biases or LayerNorm weights (default: 0.01)")
     add("--grad-accum", type=int, default=1,
-        help="batches whose gradients are summed into one optimizer step (default: 1)")
+        help="batches whose gradients are averaged into one optimizer step (default: 1)")
     add("--max-steps", type=int,
         help="optimizer steps in the whole run, in place of --epochs (default: none)")
     add("--stop-at", type=int,
@@ -707,7 +707,11 @@ def train(args, explicit: set) -> int:
                           f"resume with python train.py --resume {ckpt_path}", file=sys.stderr)
                     return 130
                 model.zero_grad()
-                for micro in batches[batch_index:batch_index + args.grad_accum]:
+                group = batches[batch_index:batch_index + args.grad_accum]
+                # The step's loss is the mean over its batches. A group has fewer batches
+                # than --grad-accum only in an epoch with fewer batches than that.
+                scale = 1.0 / len(group)
+                for micro in group:
                     loss, mlm_loss, nsp_loss, mlm_logits, _ = batch_loss(model, micro)
                     if not math.isfinite(loss.item()):
                         print(f"train.py: error: the loss became {loss.item()} at step "
@@ -715,10 +719,10 @@ def train(args, explicit: set) -> int:
                               f"{ckpt_path} (if one was written). Lower --lr or raise "
                               f"--warmup.", file=sys.stderr)
                         return 1
-                    (loss * (1.0 / args.grad_accum)).backward()
-                    log["loss"] += loss.item() / args.grad_accum
-                    log["mlm"] += mlm_loss.item() / args.grad_accum
-                    log["nsp"] += nsp_loss.item() / args.grad_accum
+                    (loss * scale).backward()
+                    log["loss"] += loss.item() * scale
+                    log["mlm"] += mlm_loss.item() * scale
+                    log["nsp"] += nsp_loss.item() * scale
                     log["correct"] += int((mlm_logits.data.argmax(1) == micro.mlm_labels).sum())
                     log["masked"] += len(micro.mlm_labels)
                     window_tokens += micro.num_tokens
