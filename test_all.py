@@ -3721,6 +3721,36 @@ def test_grad_accum_beyond_epoch_averages(tmp_path, tiny_corpus):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
 
 
+def test_stop_at_out_of_range_rejected(tmp_path, tiny_corpus):
+    flags = ["--data", str(tiny_corpus), "--out", "m.npz", *TINY_FLAGS]
+    run = run_train([*flags, "--epochs", "1", "--stop-at", "50"], tmp_path)
+    assert run.returncode == 2
+    assert "--stop-at 50 is beyond the" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.npz").exists()
+    assert not (tmp_path / "m.ckpt.npz").exists()
+
+    assert run_train([*flags, "--max-steps", "4", "--stop-at", "2"], tmp_path).returncode == 0
+    checkpoint = (tmp_path / "m.ckpt.npz").read_bytes()
+    run = run_train(["--resume", "m.ckpt.npz", "--max-steps", "20", "--stop-at", "2"],
+                    tmp_path)
+    assert run.returncode == 2
+    assert ("--stop-at 2 is not after step 2, where --resume m.ckpt.npz stopped; pass a "
+            "step from 3 to 20" in run.stderr)
+    run = run_train(["--resume", "m.ckpt.npz", "--stop-at", "9"], tmp_path)
+    assert run.returncode == 2
+    assert ("--stop-at 9 is beyond the 4 steps this run plans; pass a step from 3 to 4"
+            in run.stderr)
+    assert (tmp_path / "m.ckpt.npz").read_bytes() == checkpoint
+
+
+def test_stop_at_last_step_writes_model(tmp_path, tiny_corpus):
+    run = run_train(["--data", str(tiny_corpus), "--max-steps", "2", "--stop-at", "2",
+                     "--out", "m.npz", *TINY_FLAGS], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert bert.load_npz(tmp_path / "m.npz")[2]["steps"] == 2
+
+
 def test_shipped_model_reproduces_its_evaluation(tmp_path):
     _, _, metadata, _ = bert.load_npz(ROOT / "bert_model.npz")
     run = run_train(["--eval-only", "--model", str(ROOT / "bert_model.npz"), "--json"],
@@ -3766,6 +3796,7 @@ def test_vocab_size_below_alphabet_names_flag(tmp_path, tiny_corpus):
     (["--seed", "-1"], "--seed -1 is invalid; pass a whole number of 0 or more"),
     (["--warmup", "2.5"], "--warmup 2.5 is invalid; pass a whole number of steps"),
     (["--vocab", "missing.txt"], "--vocab missing.txt: missing.txt not found"),
+    (["--max-steps", "2", "--stop-at", "5"], "--stop-at 5 is beyond --max-steps 2"),
 ])
 def test_bad_flags_fail_before_vocabulary(tmp_path, tiny_corpus, flags, message):
     run = run_train(["--data", str(tiny_corpus), *flags], tmp_path)

@@ -322,6 +322,10 @@ def check_args(args, explicit: set) -> None:
             raise UsageError(f"{flag} {value} is invalid; pass a whole number of 1 or more")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed} is invalid; pass a whole number of 0 or more")
+    if args.stop_at is not None and args.max_steps is not None and args.stop_at > args.max_steps:
+        raise UsageError(f"--stop-at {args.stop_at} is beyond --max-steps {args.max_steps}, so "
+                         f"the run never reaches it; pass a --stop-at of {args.max_steps} or "
+                         "less, or drop --stop-at")
     floats = {"--lr": args.lr, "--warmup": args.warmup, "--weight-decay": args.weight_decay,
               "--dropout": args.dropout, "--valid-fraction": args.valid_fraction}
     for flag, value in floats.items():
@@ -549,6 +553,20 @@ def prepare_model(args, explicit: set):
     return model, tokenizer, state, extra, train_docs, valid_docs
 
 
+def check_stop_at(args, total_steps: int, completed_steps: int) -> None:
+    """Reject a --stop-at that this run never reaches, before any step or write."""
+    if args.stop_at is None:
+        return
+    if args.stop_at > total_steps:
+        raise UsageError(f"--stop-at {args.stop_at} is beyond the {total_steps:,} steps this "
+                         f"run plans; pass a step from {completed_steps + 1} to {total_steps}, "
+                         "or drop --stop-at")
+    if args.stop_at <= completed_steps:
+        raise UsageError(f"--stop-at {args.stop_at} is not after step {completed_steps:,}, "
+                         f"where --resume {args.resume} stopped; pass a step from "
+                         f"{completed_steps + 1} to {total_steps}")
+
+
 def portable_settings(args) -> dict:
     """Return the settings for a model's metadata, with paths inside the current folder
     made relative to it.
@@ -631,6 +649,7 @@ def train(args, explicit: set) -> int:
                   f"of {total_steps:,} steps; pass a larger --epochs or --max-steps to train "
                   "longer")
             return 0
+    check_stop_at(args, total_steps, optimizer.step_count)
 
     # 3. What is about to happen, so a log explains itself.
     parameter_count = sum(p.size for p in model.parameters())
@@ -748,7 +767,8 @@ def train(args, explicit: set) -> int:
                           flush=True)
                     window_start, window_tokens, window_steps = now, 0, 0
                     log = dict.fromkeys(log, 0)
-                if args.stop_at is not None and step >= args.stop_at:
+                # At the last step, the end of the run below writes both files instead.
+                if args.stop_at is not None and args.stop_at <= step < total_steps:
                     save_checkpoint()
                     print(f"stopped after step {step} (--stop-at); resume with "
                           f"python train.py --resume {ckpt_path}")
