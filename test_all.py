@@ -3774,6 +3774,15 @@ def test_shipped_model_file():
     assert len(tokenizer) == model.config.vocab_size
 
 
+def test_eval_only_rejects_training_flags(tmp_path):
+    run = run_train(["--eval-only", "--lr", "0.5", "--epochs", "7", "--out",
+                     "/nonexistent/dir/x.npz", "--float16"], tmp_path)
+    assert run.returncode == 2
+    assert ("--epochs, --float16, --lr, --out apply only to training; drop them"
+            in run.stderr)
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
 def test_eval_flags_need_eval_only(tmp_path):
     run = run_train(["--model", "x.npz", "--json"], tmp_path)
     assert run.returncode == 2

@@ -309,6 +309,11 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+# Settings that --eval-only reads. check_args() rejects any other flag given with it.
+EVAL_ONLY_SETTINGS = {"eval_only", "model", "data", "eval_split", "json", "valid_fraction",
+                      "max_seq_len", "seed", "batch_size", "debug"}
+
+
 def check_args(args, explicit: set) -> None:
     """Reject invalid flag values before any work starts, naming the flag and the fix."""
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size,
@@ -351,6 +356,12 @@ def check_args(args, explicit: set) -> None:
                          "(max_position_embeddings) of a new model; pass 512 or less")
     if args.resume and args.eval_only:
         raise UsageError("--resume and --eval-only do not combine; use --model to evaluate")
+    training_flags = sorted(explicit - EVAL_ONLY_SETTINGS - {"resume"})
+    if training_flags and args.eval_only:
+        names = ", ".join("--" + name.replace("_", "-") for name in training_flags)
+        verb, pronoun = ("applies", "it") if len(training_flags) == 1 else ("apply", "them")
+        raise UsageError(f"{names} {verb} only to training; drop {pronoun} to evaluate with "
+                         "--eval-only")
     eval_flags = sorted({"model", "json", "eval_split"} & explicit)
     if eval_flags and not args.eval_only:
         names = ", ".join("--" + name.replace("_", "-") for name in eval_flags)
