@@ -3691,6 +3691,7 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     assert "nothing to do" in again.stdout
     longer = run_train(["--resume", "runs/m.ckpt.npz", "--epochs", "2"], tmp_path)
     assert longer.returncode == 0, longer.stderr
+    assert "is not the checkpoint path" not in longer.stdout
     assert "validation at step 3 (end of epoch 2)" in longer.stdout
     assert "epoch 2/2 | step 3/3" in longer.stdout
     shorter = run_train(["--resume", "runs/m.ckpt.npz", "--max-steps", "1"], tmp_path)
@@ -3699,6 +3700,39 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     _, _, metadata, _ = bert.load_npz(tmp_path / "runs" / "m.npz")
     assert metadata["epochs_completed"] == 2
     assert not (tmp_path / "bert_model.npz").exists()
+
+
+def test_resume_copy_notes_written_paths(tmp_path, tiny_corpus):
+    (tmp_path / "runs").mkdir()
+    flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--stop-at", "1",
+             "--out", "runs/m.npz", *TINY_FLAGS]
+    assert run_train(flags, tmp_path).returncode == 0
+    shutil.copy(tmp_path / "runs" / "m.ckpt.npz", tmp_path / "copy.ckpt.npz")
+    run = run_train(["--resume", "copy.ckpt.npz"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    note = next(line for line in run.stdout.splitlines() if "copy.ckpt.npz is not" in line)
+    assert f"writes the model to {tmp_path / 'runs' / 'm.npz'} and" in note
+    assert f"checkpoints to {tmp_path / 'runs' / 'm.ckpt.npz'}, replacing" in note
+    assert "pass --out and --checkpoint" in note
+    assert bert.load_npz(tmp_path / "runs" / "m.npz")[2]["steps"] == 2
+    elsewhere = run_train(["--resume", "copy.ckpt.npz", "--out", "copy.npz",
+                           "--checkpoint", "copy.ckpt.npz", "--max-steps", "3"], tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "is not the checkpoint path" not in elsewhere.stdout
+    assert bert.load_npz(tmp_path / "copy.npz")[2]["steps"] == 3
+
+
+def test_resume_schedule_note_only_when_replanned(tmp_path, tiny_corpus):
+    flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--out", "m.npz", *TINY_FLAGS]
+    assert run_train(flags, tmp_path).returncode == 0
+    # One epoch has fewer steps than the checkpoint completed: nothing is re-planned.
+    shorter = run_train(["--resume", "m.ckpt.npz", "--epochs", "1"], tmp_path)
+    assert "re-planned" not in shorter.stdout
+    # --epochs equal to the checkpoint's default 3 still replaces its --max-steps plan.
+    longer = run_train(["--resume", "m.ckpt.npz", "--epochs", "3"], tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    assert "note: --epochs 3 changes the run from the checkpoint's 2 steps to" in longer.stdout
+    assert bert.load_npz(tmp_path / "m.npz")[2]["steps"] > 2
 
 
 def test_grad_accum_beyond_epoch_averages(tmp_path, tiny_corpus):
@@ -3749,6 +3783,19 @@ def test_stop_at_last_step_writes_model(tmp_path, tiny_corpus):
                      "--out", "m.npz", *TINY_FLAGS], tmp_path)
     assert run.returncode == 0, run.stderr
     assert bert.load_npz(tmp_path / "m.npz")[2]["steps"] == 2
+
+
+@pytest.mark.parametrize("flags, note", [
+    (["--max-steps", "1"], "m.npz exists and is replaced after step 1, at the end of the run"),
+    (["--epochs", "2", "--batch-size", "2"],
+     "m.npz exists and is replaced after step 2, at the end of the first epoch"),
+])
+def test_existing_out_note_names_first_write(tmp_path, tiny_corpus, flags, note):
+    (tmp_path / "m.npz").write_bytes(b"old")
+    run = run_train(["--data", str(tiny_corpus), "--out", "m.npz", *TINY_FLAGS, *flags],
+                    tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"{note}; to keep it, choose another --out path" in run.stdout
 
 
 def test_shipped_model_reproduces_its_evaluation(tmp_path):

@@ -542,14 +542,14 @@ def prepare_model(args, explicit: set):
                              "with the checkpoint's")
 
     # The run: the checkpoint's settings, except a longer (or shorter) schedule on request.
+    # train() prints a note if the new schedule has another step count.
     for key in ("epochs", "max_steps"):
-        if key in explicit and getattr(args, key) != saved[key]:
-            print(f"note: --{key.replace('_', '-')} {getattr(args, key)} replaces the "
-                  f"checkpoint's {saved[key]}; the learning-rate decay is re-planned")
-            if key == "epochs" and "max_steps" not in explicit:
-                args.max_steps = None
-        else:
+        if key not in explicit:
             setattr(args, key, saved[key])
+    if "epochs" in explicit and "max_steps" not in explicit:
+        # --epochs without --max-steps plans by epochs, even if the checkpoint's run used
+        # --max-steps.
+        args.max_steps = None
     # Where to write and how often to log may change on resume; the rest is the run's.
     for key in ("out", "checkpoint", "float16", "log_every"):
         if key not in explicit:
@@ -576,6 +576,33 @@ def check_stop_at(args, total_steps: int, completed_steps: int) -> None:
         raise UsageError(f"--stop-at {args.stop_at} is not after step {completed_steps:,}, "
                          f"where --resume {args.resume} stopped; pass a step from "
                          f"{completed_steps + 1} to {total_steps}")
+
+
+def print_plan_notes(args, explicit: set, state, total_steps: int, steps_per_epoch: int,
+                     ckpt_path: Path) -> None:
+    """Print notes on a re-planned schedule and on files that the run replaces."""
+    if state is not None and {"epochs", "max_steps"} & explicit:
+        planned_before = state.get("total_steps")
+        flag = f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs}"
+        if planned_before is None:
+            print(f"note: {flag} replaces the checkpoint's schedule; the learning-rate decay "
+                  f"is re-planned over {total_steps:,} steps")
+        elif planned_before != total_steps:
+            print(f"note: {flag} changes the run from the checkpoint's {planned_before:,} "
+                  f"steps to {total_steps:,}; the learning-rate decay is re-planned")
+
+    # A resumed run writes the paths its checkpoint records, wherever the file now is.
+    if (state is not None and not {"out", "checkpoint"} <= explicit
+            and ckpt_path.resolve() != Path(args.resume).resolve()):
+        print(f"note: --resume {args.resume} is not the checkpoint path its run recorded, so "
+              f"this run writes the model to {args.out} and checkpoints to {ckpt_path}, "
+              "replacing any files there; to write elsewhere, pass --out and --checkpoint")
+
+    if state is None and Path(args.out).exists():
+        first_write = min(steps_per_epoch, total_steps)
+        when = "the run" if first_write == total_steps else "the first epoch"
+        print(f"note: {args.out} exists and is replaced after step {first_write:,}, at the "
+              f"end of {when}; to keep it, choose another --out path")
 
 
 def portable_settings(args) -> dict:
@@ -682,9 +709,7 @@ def train(args, explicit: set) -> int:
           f"peak lr {args.lr:g}, up to {args.batch_size * args.grad_accum * args.max_seq_len:,} "
           f"tokens per step")
     print(f"writing the model to {args.out} and checkpoints to {ckpt_path}")
-    if Path(args.out).exists() and state is None:
-        print(f"note: {args.out} exists and is replaced at the end of the first epoch; "
-              "pass --out to keep it")
+    print_plan_notes(args, explicit, state, total_steps, steps_per_epoch, ckpt_path)
     if state is None:
         sample = train_data.instances(0)
         print("the first training instances ({input→label} marks a masked position):")
