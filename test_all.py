@@ -3830,6 +3830,21 @@ def test_eval_only_rejects_training_flags(tmp_path):
     assert len(run.stderr.strip().splitlines()) == 1
 
 
+def test_eval_only_default_model_beside_script(tmp_path, tiny_corpus):
+    # tmp_path contains no bert_model.npz, so this evaluates the one beside train.py.
+    run = run_train(["--eval-only", "--data", str(tiny_corpus), "--eval-split", "all",
+                     "--json"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["instances"] > 0
+
+
+def test_help_states_size_and_model_defaults():
+    help_text = " ".join(train.build_parser().format_help().split())
+    assert "attention heads (default: the chosen hidden size // 64, at least 1)" in help_text
+    assert "feed-forward size (default: 4 x the chosen hidden size)" in help_text
+    assert "the model to evaluate (default: bert_model.npz beside train.py)" in help_text
+
+
 def test_eval_flags_need_eval_only(tmp_path):
     run = run_train(["--model", "x.npz", "--json"], tmp_path)
     assert run.returncode == 2

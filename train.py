@@ -58,6 +58,7 @@ from tokenizer import Tokenizer, VocabSizeError, train_vocab
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CORPUS = ROOT / "wiki-vital-en.txt.gz"
+DEFAULT_MODEL = ROOT / "bert_model.npz"
 
 
 class UsageError(ValueError):
@@ -262,9 +263,10 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
              "8/512, base 12/768 (default: mini)")
     add("--num-layers", type=int, help="encoder layers (default: the preset's)")
     add("--hidden-size", type=int, help="hidden size (default: the preset's)")
-    add("--num-heads", type=int, help="attention heads (default: hidden size / 64)")
+    add("--num-heads", type=int,
+        help="attention heads (default: the chosen hidden size // 64, at least 1)")
     add("--intermediate-size", type=int,
-        help="feed-forward size (default: 4 x hidden size)")
+        help="feed-forward size (default: 4 x the chosen hidden size)")
     add("--dropout", type=float, help="hidden and attention dropout probability (default: 0.1)")
     add("--vocab", help="WordPiece vocab.txt to use (default: train one on the corpus)")
     add("--vocab-size", type=int, default=8192,
@@ -294,8 +296,9 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
         help="evaluate --model on the validation documents of --data and exit")
     add("--eval-split", choices=("valid", "all"), default="valid",
         help="with --eval-only: the held-out documents of --data, or all (default: valid)")
-    add("--model", default="bert_model.npz",
-        help="with --eval-only: the model to evaluate (default: bert_model.npz)")
+    add("--model", default=str(DEFAULT_MODEL),
+        help="with --eval-only: the model to evaluate (default: bert_model.npz beside "
+             "train.py)")
     add("--json", action="store_true", default=False,
         help="with --eval-only: print one JSON object")
     add("--valid-fraction", type=float, default=0.02,
@@ -441,8 +444,9 @@ def load_corpus(paths, valid_fraction: float):
 def run_eval_only(args, explicit: set) -> int:
     """Print validation metrics of --model; settings not given come from its training run."""
     if not Path(args.model).exists():
-        raise FileNotFoundError(f"--model {args.model} not found in {Path.cwd()}; pass --model "
-                                f"PATH, for example the shipped {ROOT / 'bert_model.npz'}")
+        where = "" if Path(args.model).is_absolute() else f" in {Path.cwd()}"
+        raise FileNotFoundError(f"--model {args.model} not found{where}; pass --model PATH, "
+                                "a model file that train.py wrote")
     if Path(args.model).is_dir():
         model, tokenizer = bert.load(args.model)
         metadata = {}
