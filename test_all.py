@@ -3785,6 +3785,18 @@ def test_stop_at_last_step_writes_model(tmp_path, tiny_corpus):
     assert bert.load_npz(tmp_path / "m.npz")[2]["steps"] == 2
 
 
+def test_warmup_as_long_as_the_run_is_noted(tmp_path, tiny_corpus):
+    run = run_train(["--data", str(tiny_corpus), "--out", "m.npz", *TINY_FLAGS,
+                     "--max-steps", "2", "--warmup", "2"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert ("note: the warm-up of 2 steps is not shorter than the run's 2 steps, so the "
+            "learning rate never reaches --lr") in run.stdout
+    run = run_train(["--data", str(tiny_corpus), "--out", "n.npz", *TINY_FLAGS,
+                     "--max-steps", "2", "--warmup", "1"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "warm-up of" not in run.stdout
+
+
 @pytest.mark.parametrize("flags, note", [
     (["--max-steps", "1"], "m.npz exists and is replaced after step 1, at the end of the run"),
     (["--epochs", "2", "--batch-size", "2"],
@@ -3868,6 +3880,7 @@ def test_vocab_size_below_alphabet_names_flag(tmp_path, tiny_corpus):
     (["--warmup", "2.5"], "--warmup 2.5 is invalid; pass a whole number of steps"),
     (["--vocab", "missing.txt"], "--vocab missing.txt: missing.txt not found"),
     (["--max-steps", "2", "--stop-at", "5"], "--stop-at 5 is beyond --max-steps 2"),
+    (["--epochs", "2", "--max-steps", "5"], "--epochs 2 and --max-steps 5 both set the length"),
 ])
 def test_bad_flags_fail_before_vocabulary(tmp_path, tiny_corpus, flags, message):
     run = run_train(["--data", str(tiny_corpus), *flags], tmp_path)

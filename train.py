@@ -330,6 +330,9 @@ def check_args(args, explicit: set) -> None:
             raise UsageError(f"{flag} {value} is invalid; pass a whole number of 1 or more")
     if args.seed < 0:
         raise UsageError(f"--seed {args.seed} is invalid; pass a whole number of 0 or more")
+    if {"epochs", "max_steps"} <= explicit:
+        raise UsageError(f"--epochs {args.epochs} and --max-steps {args.max_steps} both set the "
+                         "length of the run; pass only one of them")
     if args.stop_at is not None and args.max_steps is not None and args.stop_at > args.max_steps:
         raise UsageError(f"--stop-at {args.stop_at} is beyond --max-steps {args.max_steps}, so "
                          f"the run never reaches it; pass a --stop-at of {args.max_steps} or "
@@ -583,8 +586,12 @@ def check_stop_at(args, total_steps: int, completed_steps: int) -> None:
 
 
 def print_plan_notes(args, explicit: set, state, total_steps: int, steps_per_epoch: int,
-                     ckpt_path: Path) -> None:
-    """Print notes on a re-planned schedule and on files that the run replaces."""
+                     ckpt_path: Path, warmup: int) -> None:
+    """Print notes on the schedule and on files that the run replaces."""
+    if warmup >= total_steps:
+        print(f"note: the warm-up of {warmup:,} steps is not shorter than the run's "
+              f"{total_steps:,} steps, so the learning rate never reaches --lr {args.lr:g}; "
+              "pass a smaller --warmup")
     if state is not None and {"epochs", "max_steps"} & explicit:
         planned_before = state.get("total_steps")
         flag = f"--max-steps {args.max_steps}" if args.max_steps else f"--epochs {args.epochs}"
@@ -713,7 +720,7 @@ def train(args, explicit: set) -> int:
           f"peak lr {args.lr:g}, up to {args.batch_size * args.grad_accum * args.max_seq_len:,} "
           f"tokens per step")
     print(f"writing the model to {args.out} and checkpoints to {ckpt_path}")
-    print_plan_notes(args, explicit, state, total_steps, steps_per_epoch, ckpt_path)
+    print_plan_notes(args, explicit, state, total_steps, steps_per_epoch, ckpt_path, warmup)
     if state is None:
         sample = train_data.instances(0)
         print("the first training instances ({input→label} marks a masked position):")
