@@ -906,7 +906,13 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(parser, args, len(tokenization.SPECIAL_TOKENS))
     try:
         # A vocabulary file is read before the corpus, so a bad --vocab fails at once.
-        tokenizer = tokenization.Tokenizer.from_file(args.vocab) if args.vocab else None
+        tokenizer = None
+        if args.vocab:
+            try:
+                tokenizer = tokenization.Tokenizer.from_file(args.vocab)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"--vocab {args.vocab}: {e}; pass a BERT vocab.txt "
+                                        "(one token per line), or drop --vocab") from None
         started = time.perf_counter()
         documents = read_documents(args.data)
         print(f"corpus: {len(documents)} documents, "

@@ -1755,7 +1755,7 @@ def test_cli_missing_vocab_one_line(tmp_path):
     result = run_cli("--vocab", str(tmp_path / "none.txt"), "hi")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "none.txt" in result.stderr
+    assert result.stderr.startswith(f"tokenizer.py: error: --vocab {tmp_path / 'none.txt'}: ")
     assert "Traceback" not in result.stderr
 
 
@@ -3420,7 +3420,8 @@ def test_demo_missing_vocab_checked_first(tmp_path, monkeypatch, capsys):
     code = data.main(["--vocab", str(missing)])
     error = capsys.readouterr().err
     assert code == 2
-    assert error == f"data.py: error: vocabulary file not found: {missing}\n"
+    assert error == (f"data.py: error: --vocab {missing}: vocabulary file not found: {missing}; "
+                     "pass a BERT vocab.txt (one token per line), or drop --vocab\n")
 
 
 def test_demo_vocab_below_alphabet_names_flag(tmp_path, capsys):

@@ -1079,7 +1079,11 @@ def _run_demo(args) -> None:
     if not args.vocab and not os.path.exists(vocab_path):
         raise FileNotFoundError(f"vocabulary file not found: {vocab_path}; pass --vocab "
                                 "PATH to a BERT vocab.txt (one token per line)")
-    tok = Tokenizer.from_file(vocab_path, lowercase=not args.cased)
+    try:
+        tok = Tokenizer.from_file(vocab_path, lowercase=not args.cased)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--vocab {args.vocab}: {e}; pass a BERT vocab.txt (one "
+                                "token per line)") from None
     text = " ".join(args.text)
     print(f"vocabulary: {vocab_path} (V={len(tok)}, {tok.config()})")
     print(f"text:       {text!r}")
