@@ -45,7 +45,7 @@ from layers import (SKIP_INIT, Dropout, Embedding, EncoderLayer, LayerNorm, Line
                     Parameter, attention_bias)
 
 # Size presets as in Google's BERT miniatures: (layers, hidden size). Heads are hidden / 64 and
-# the intermediate size is 4 x hidden, as in every BERT release.
+# the intermediate size is 4 x hidden, as in every BERT release (see from_preset).
 PRESETS = {
     "tiny": (2, 128),
     "mini": (4, 256),
@@ -111,8 +111,13 @@ class BertConfig:
         override = overrides.get("hidden_size")
         if isinstance(override, int) and not isinstance(override, bool) and override >= 1:
             hidden = override
+        # About 64 per head, as in every BERT release, with a head count that divides the
+        # hidden size (hidden 200: 2 heads of 100, not 3).
+        heads = max(1, hidden // 64)
+        while hidden % heads:
+            heads -= 1
         sizes = dict(num_hidden_layers=layers, hidden_size=hidden,
-                     num_attention_heads=max(1, hidden // 64), intermediate_size=4 * hidden)
+                     num_attention_heads=heads, intermediate_size=4 * hidden)
         sizes.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**sizes)
 
@@ -410,8 +415,9 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates the file readable by its owner only; give it a normal file's mode.
-        os.chmod(tmp_name, 0o644)
+        # mkstemp creates the file readable by its owner only; give it the mode that the
+        # umask gives a new file.
+        os.chmod(tmp_name, _file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -915,7 +921,7 @@ def load_hf(directory) -> tuple:
 
 
 def export_hf(model: Module, tokenizer, directory, replace: bool = False,
-              max_length: int | None = None) -> None:
+              max_length: int | None = None) -> int:
     """Write the model as a Hugging Face checkpoint directory that transformers loads.
 
     config.json, model.safetensors (float32, Hugging Face names and layout), vocab.txt and
@@ -924,21 +930,25 @@ def export_hf(model: Module, tokenizer, directory, replace: bool = False,
     tokenizer's model_max_length (default: max_position_embeddings); pass the length the
     model was trained on when it is shorter (see trained_length).
 
-    The folder is written whole: the files go to a temporary folder beside it, which then
-    takes its place, so an interruption leaves no partial checkpoint. `directory` must not
-    exist or be empty, unless replace=True: then everything in it is replaced, because
-    files that transformers reads beside ours (tokenizer.json, special_tokens_map.json,
-    pytorch_model.bin, ...) would no longer match the model.
+    `directory` must not exist or be empty, unless replace=True: then everything in it is
+    replaced, because files that transformers reads beside ours (tokenizer.json,
+    special_tokens_map.json, pytorch_model.bin, ...) would no longer match the model. The
+    files are first written to a hidden folder inside `directory`; only when all four are
+    complete do the old entries move aside and the new ones take their place, so an
+    interruption leaves the old contents (or no folder, if it did not exist). The folder
+    itself stays, with its permissions: it may be the current folder or a mount point.
+    Returns how many entries were replaced.
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory} is a file; give a folder name for the checkpoint")
     if directory.is_dir() and any(directory.iterdir()) and not replace:
         raise ValueError(f"{directory} is not empty; choose a new folder, or pass replace=True")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.",
-                                    suffix=".tmp"))
-    old = staging.with_name(staging.name + ".old")  # the replaced folder, until the swap ends
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".export-"))
+    aside = directory / (staging.name + ".old")  # the replaced entries, until the end
+    moved_aside, placed, done = [], [], False
     try:
         config = model.config.to_dict()
         config.update(model_type="bert", architectures=[type(model).__name__],
@@ -960,29 +970,77 @@ def export_hf(model: Module, tokenizer, directory, replace: bool = False,
         }
         text = json.dumps(tokenizer_config, indent=2) + "\n"
         (staging / "tokenizer_config.json").write_text(text, encoding="utf-8")
-        os.chmod(staging, 0o755)  # mkdtemp made it private to its owner
-        if directory.exists():
-            os.rename(directory, old)
-        os.rename(staging, directory)
+        for path in staging.iterdir():  # one mode for all four, from the umask
+            os.chmod(path, _file_mode())
+        aside.mkdir()
+        for entry in sorted(directory.iterdir()):
+            if entry.name not in (staging.name, aside.name):
+                os.rename(entry, aside / entry.name)
+                moved_aside.append(entry.name)
+        for path in sorted(staging.iterdir()):
+            os.rename(path, directory / path.name)
+            placed.append(path.name)
+        done = True
     finally:
-        if old.exists() and not directory.exists():  # interrupted between the two renames
-            os.rename(old, directory)
-        shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+        if not done:  # put the old entries back
+            for name in placed:
+                (directory / name).unlink()
+            for name in moved_aside:
+                os.rename(aside / name, directory / name)
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
+        except KeyboardInterrupt:  # the export is complete or undone; finish the clean-up
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
+        if not done and created:
+            try:
+                directory.rmdir()
+            except OSError:  # something else was put in it meanwhile: leave it
+                pass
+    return len(moved_aside)
+
+
+def _file_mode() -> int:
+    """Return the mode that the umask gives a new file, such as 0o644 under umask 022."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def trained_length(config: "BertConfig", metadata: dict | None) -> int:
     """Return the longest sequence, in tokens, that the model saw in training.
 
-    train.py records it in the metadata (settings.max_seq_len). Positions beyond it keep
-    their random initial embeddings, so predictions there are meaningless. A model from
-    elsewhere (no such record) is taken at its max_position_embeddings.
+    train.py records it in the metadata (settings.max_seq_len); a model converted from a
+    Hugging Face folder carries the folder's model_max_length as max_seq_len (see
+    hf_max_length). Positions beyond it keep their random initial embeddings, so
+    predictions there are meaningless. A model without either record is taken at its
+    max_position_embeddings.
     """
-    settings = (metadata or {}).get("settings") or {}
-    length = settings.get("max_seq_len") if isinstance(settings, dict) else None
-    if isinstance(length, int) and not isinstance(length, bool) and length >= 1:
-        return min(length, config.max_position_embeddings)
+    metadata = metadata if isinstance(metadata, dict) else {}
+    settings = metadata.get("settings")
+    for length in (metadata.get("max_seq_len"),
+                   settings.get("max_seq_len") if isinstance(settings, dict) else None):
+        if isinstance(length, int) and not isinstance(length, bool) and length >= 1:
+            return min(length, config.max_position_embeddings)
     return config.max_position_embeddings
+
+
+def hf_max_length(directory) -> int | None:
+    """Return model_max_length from a Hugging Face folder's tokenizer_config.json, if any.
+
+    export_hf writes the trained length there. Folders from elsewhere often hold a huge
+    placeholder (int(1e30)) there, which trained_length caps at the positions.
+    """
+    path = Path(directory) / "tokenizer_config.json"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or unreadable: the tokenizer reads it too
+        return None
+    length = values.get("model_max_length") if isinstance(values, dict) else None
+    if isinstance(length, int) and not isinstance(length, bool) and length >= 1:
+        return length
+    return None
 
 
 def load(path) -> tuple:
@@ -1023,6 +1081,10 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
         raise FileNotFoundError(
             f"{src} not found; pass a numpy-bert .npz file or a Hugging Face checkpoint folder"
         )
+    if dst.is_symlink():
+        if not dst.exists():
+            raise ValueError(f"{dst} is a link to nothing; pass a real path as DST")
+        dst = dst.resolve()  # write to what the link points to, keeping the link
     to_npz = dst.suffix.lower() == ".npz"
     existed = dst.exists()
     has_checkpoint = any((dst / name).exists() for name in _CHECKPOINT_FILES)
@@ -1048,6 +1110,9 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
             )
         if has_checkpoint and not force:
             raise ValueError(f"{dst} already contains a checkpoint; pass --force to replace it")
+        if existed and src.resolve().is_relative_to(dst.resolve()):
+            raise ValueError(f"{src} is inside DST {dst}, which would be replaced; write to "
+                             "another folder")
         if existed and any(dst.iterdir()) and not force:
             raise ValueError(f"{dst} is a folder with files in it; choose a new folder, or "
                              "pass --force to replace the folder and everything in it")
@@ -1055,7 +1120,8 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
     notes = []
     if src.is_dir():
         model, tokenizer = load(src)
-        metadata = {}
+        length = hf_max_length(src)
+        metadata = {} if length is None else {"max_seq_len": length}
     else:
         model, tokenizer, metadata, extra = load_npz(src)
         if extra:
@@ -1070,9 +1136,10 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
         replaced = ", replacing the previous file" if existed else ""
         message = f"wrote {dst} ({precision} weights{replaced})"
     else:
-        export_hf(model, tokenizer, dst, replace=force,
-                  max_length=trained_length(model.config, metadata))
-        replaced = " (replaced the previous folder)" if existed else ""
+        replaced = export_hf(model, tokenizer, dst, replace=force,
+                             max_length=trained_length(model.config, metadata))
+        entries = "1 entry" if replaced == 1 else f"{replaced} entries"
+        replaced = f" (replaced the {entries} that were in it)" if replaced else ""
         message = f"wrote {dst}{replaced}"
     return "\n".join([message, *notes])
 

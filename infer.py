@@ -46,8 +46,8 @@ Limitations:
   one entry per non-blank line, not per input line.
 - A text longer than the model reads is cut to a window ([CLS] and [SEP] included) of the
   length the model was trained on, which train.py records in the model (128 tokens for the
-  shipped model: positions beyond it were never trained), or else of
-  max_position_embeddings tokens. In fill-mask mode the window is centred on the span of
+  shipped model: positions beyond it were never trained) and a Hugging Face folder gives as
+  model_max_length, or else of max_position_embeddings tokens. In fill-mask mode the window is centred on the span of
   the masks, and if the masks span more than the window the text is rejected. In --embed
   mode the start of the text is kept. The printed sequence is that of the window.
 - All texts are read and checked before the first forward pass, and results are printed
@@ -210,7 +210,8 @@ def load_model(path: Path) -> tuple:
         )
     if path.is_dir():
         model, tokenizer = bert.load(path)
-        metadata = {}
+        length = bert.hf_max_length(path)
+        metadata = {} if length is None else {"max_seq_len": length}
     else:
         model, tokenizer, metadata, _ = bert.load_npz(path)
     max_tokens = bert.trained_length(model.config, metadata)

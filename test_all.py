@@ -2197,6 +2197,8 @@ def test_preset_heads_and_intermediate_follow_a_hidden_override():
     assert config.num_attention_heads == 8
     with pytest.raises(ValueError, match="hidden_size must be a positive integer"):
         BertConfig.from_preset("tiny", hidden_size=-5)
+    # 200 // 64 = 3 heads would not divide 200: the largest count below that does, 2.
+    assert BertConfig.from_preset("mini", hidden_size=200).num_attention_heads == 2
 
 
 def test_config_rejects_bad_values():
@@ -2592,6 +2594,78 @@ def test_convert_npz_suffix_in_any_case(tmp_path, npz_with_state):
 def test_convert_into_a_missing_folder_rejected(tmp_path, npz_with_state):
     run = run_bert("convert", npz_with_state, tmp_path / "no" / "hf", cwd=tmp_path)
     assert_bert_error(run, "does not exist; create it first")
+
+
+def test_convert_rejects_a_destination_that_holds_the_source(tmp_path, npz_with_state):
+    project = tmp_path / "project"
+    project.mkdir()
+    source = project / "model.npz"
+    source.write_bytes(npz_with_state.read_bytes())
+    run = run_bert("convert", "--force", source, project, cwd=tmp_path)
+    assert_bert_error(run, "is inside DST", "write to another folder")
+    assert source.read_bytes() == npz_with_state.read_bytes()
+
+
+def test_convert_into_a_linked_folder_writes_its_target(tmp_path, npz_with_state):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    run = run_bert("convert", npz_with_state, "link", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "replaced" not in run.stdout
+    assert (tmp_path / "link").is_symlink()
+    assert (tmp_path / "real" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real", "tiny.npz"]
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert_bert_error(run_bert("convert", npz_with_state, "dangling", cwd=tmp_path),
+                      "is a link to nothing")
+
+
+def test_convert_into_the_current_folder(tmp_path, npz_with_state):
+    # The folder itself is never renamed, so "." (or a mount point) works, and the
+    # folder keeps its own mode.
+    here = tmp_path / "here"
+    here.mkdir()
+    here.chmod(0o750)
+    run = run_bert("convert", npz_with_state, ".", cwd=here)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in here.iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+    assert here.stat().st_mode & 0o777 == 0o750
+    run = run_bert("convert", "--force", npz_with_state, ".", cwd=here)
+    assert run.returncode == 0, run.stderr
+    assert "replaced the 4 entries that were in it" in run.stdout
+
+
+def test_export_files_follow_the_umask(tmp_path):
+    model, tokenizer = bert.load(TINY_HF)
+    previous = os.umask(0o027)
+    try:
+        bert.export_hf(model, tokenizer, tmp_path / "hf")
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()}
+    assert set(modes.values()) == {0o640}
+
+
+def test_export_interrupted_in_the_clean_up_is_complete(tmp_path, monkeypatch):
+    # Ctrl-C while the replaced entries are being deleted: the new checkpoint is in place,
+    # the clean-up finishes, and export_hf returns normally.
+    model, tokenizer = bert.load(TINY_HF)
+    target = tmp_path / "hf"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    real_rmtree, calls = shutil.rmtree, []
+
+    def interrupted_once(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_once)
+    assert bert.export_hf(model, tokenizer, target, replace=True) == 1
+    assert sorted(p.name for p in target.iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
 
 
 def test_convert_interrupted_exits_130(monkeypatch, capsys):
@@ -3721,6 +3795,12 @@ def test_resume_copy_notes_written_paths(tmp_path, tiny_corpus):
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert "is not the checkpoint path" not in elsewhere.stdout
     assert bert.load_npz(tmp_path / "copy.npz")[2]["steps"] == 3
+    # --out alone also directs the checkpoints (beside it): no note either.
+    moved = run_train(["--resume", "copy.ckpt.npz", "--out", "b.npz", "--max-steps", "4"],
+                      tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    assert "is not the checkpoint path" not in moved.stdout
+    assert bert.load_npz(tmp_path / "b.npz")[2]["steps"] == 4
 
 
 def test_resume_schedule_note_only_when_replanned(tmp_path, tiny_corpus):
@@ -3784,6 +3864,23 @@ def test_stop_at_last_step_writes_model(tmp_path, tiny_corpus):
                      "--out", "m.npz", *TINY_FLAGS], tmp_path)
     assert run.returncode == 0, run.stderr
     assert bert.load_npz(tmp_path / "m.npz")[2]["steps"] == 2
+
+
+def test_existing_out_note_when_the_run_stops_first(tmp_path, tiny_corpus):
+    (tmp_path / "keep.npz").write_bytes(b"old")
+    run = run_train(["--data", str(tiny_corpus), "--out", "keep.npz", *TINY_FLAGS,
+                     "--batch-size", "2", "--max-steps", "4", "--stop-at", "1"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert ("keep.npz exists; this run stops at step 1 and leaves it, but a --resume of this "
+            "run replaces it") in run.stdout
+    assert (tmp_path / "keep.npz").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("flags", [["--vocab-size", "0"], ["--max-steps", "3", "--stop-at", "5"]])
+def test_eval_only_names_flags_that_do_not_apply_before_their_values(tmp_path, flags):
+    run = run_train(["--eval-only", *flags], tmp_path)
+    assert run.returncode == 2
+    assert "only to training; drop" in run.stderr
 
 
 def test_warmup_as_long_as_the_run_is_noted(tmp_path, tiny_corpus):
@@ -3853,7 +3950,8 @@ def test_eval_only_default_model_beside_script(tmp_path, tiny_corpus):
 
 def test_help_states_size_and_model_defaults():
     help_text = " ".join(train.build_parser().format_help().split())
-    assert "attention heads (default: the chosen hidden size // 64, at least 1)" in help_text
+    assert ("attention heads (default: about one per 64 of the chosen hidden size: the "
+            "largest count up to hidden size // 64 that divides it, at least 1)") in help_text
     assert "feed-forward size (default: 4 x the chosen hidden size)" in help_text
     assert "the model to evaluate (default: bert_model.npz beside train.py)" in help_text
 
@@ -4209,6 +4307,7 @@ def test_window_is_the_trained_length(tmp_path):
     ({"settings": {"max_seq_len": 128}}, 128),
     ({"settings": {"max_seq_len": 4096}}, 512),  # never more than the positions
     ({"settings": {"max_seq_len": "128"}}, 512),
+    ({"max_seq_len": 100, "settings": {"max_seq_len": 128}}, 100),  # from a folder's config
     ({"settings": None}, 512),
     ({}, 512),
     (None, 512),
@@ -4241,6 +4340,24 @@ def test_ids_beyond_a_short_vocabulary_are_never_predicted(tmp_path):
             infer_json("--top-k", "500", "--model", TINY_HF, "the [MASK] sat")[0][0]}
     for guess in guesses:  # the same probabilities as with every row named
         assert abs(guess["score"] - full[guess["token"]]) < 1e-6
+
+
+def test_window_of_a_folder_is_its_model_max_length(tmp_path):
+    # export_hf writes the trained length as model_max_length; infer.py and a conversion
+    # back to .npz keep it.
+    model_dir = tmp_path / "short_hf"
+    model_dir.mkdir()
+    for file in TINY_HF.iterdir():
+        (model_dir / file.name).write_bytes(file.read_bytes())
+    options = json.loads((TINY_HF / "tokenizer_config.json").read_text(encoding="utf-8"))
+    options["model_max_length"] = 10
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(options), encoding="utf-8")
+    result = run_infer("--json", "--embed", "--model", model_dir, " ".join(WORDS[:20]))
+    assert result.returncode == 0, result.stderr
+    assert "20 tokens, more than the model's 8" in result.stderr
+    assert run_bert("convert", model_dir, "back.npz", cwd=tmp_path).returncode == 0
+    model, _, metadata, _ = bert.load_npz(tmp_path / "back.npz")
+    assert bert.trained_length(model.config, metadata) == 10
 
 
 def test_sentence_transformers_length_limit(tmp_path):

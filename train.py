@@ -264,7 +264,8 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
     add("--num-layers", type=int, help="encoder layers (default: the preset's)")
     add("--hidden-size", type=int, help="hidden size (default: the preset's)")
     add("--num-heads", type=int,
-        help="attention heads (default: the chosen hidden size // 64, at least 1)")
+        help="attention heads (default: about one per 64 of the chosen hidden size: the "
+             "largest count up to hidden size // 64 that divides it, at least 1)")
     add("--intermediate-size", type=int,
         help="feed-forward size (default: 4 x the chosen hidden size)")
     add("--dropout", type=float, help="hidden and attention dropout probability (default: 0.1)")
@@ -319,6 +320,24 @@ EVAL_ONLY_SETTINGS = {"eval_only", "model", "data", "eval_split", "json", "valid
 
 def check_args(args, explicit: set) -> None:
     """Reject invalid flag values before any work starts, naming the flag and the fix."""
+    # Flags that do not apply come first: their values do not matter.
+    if args.resume and args.eval_only:
+        raise UsageError("--resume and --eval-only do not combine; use --model to evaluate")
+    training_flags = sorted(explicit - EVAL_ONLY_SETTINGS - {"resume"})
+    if training_flags and args.eval_only:
+        names = ", ".join("--" + name.replace("_", "-") for name in training_flags)
+        verb, pronoun = ("applies", "it") if len(training_flags) == 1 else ("apply", "them")
+        raise UsageError(f"{names} {verb} only to training; drop {pronoun} to evaluate with "
+                         "--eval-only")
+    eval_flags = sorted({"model", "json", "eval_split"} & explicit)
+    if eval_flags and not args.eval_only:
+        names = ", ".join("--" + name.replace("_", "-") for name in eval_flags)
+        verb = "needs" if len(eval_flags) == 1 else "need"
+        message = f"{names} {verb} --eval-only; add --eval-only to evaluate a model"
+        if "model" in eval_flags:
+            message += ("; to continue training a checkpoint, pass --resume CHECKPOINT "
+                        "instead of --model")
+        raise UsageError(message)
     positive = {"--epochs": args.epochs, "--batch-size": args.batch_size,
                 "--max-seq-len": args.max_seq_len, "--grad-accum": args.grad_accum,
                 "--log-every": args.log_every, "--vocab-size": args.vocab_size}
@@ -360,23 +379,6 @@ def check_args(args, explicit: set) -> None:
     if args.max_seq_len > 512 and not (args.resume or args.eval_only):
         raise UsageError(f"--max-seq-len {args.max_seq_len} exceeds the 512 positions "
                          "(max_position_embeddings) of a new model; pass 512 or less")
-    if args.resume and args.eval_only:
-        raise UsageError("--resume and --eval-only do not combine; use --model to evaluate")
-    training_flags = sorted(explicit - EVAL_ONLY_SETTINGS - {"resume"})
-    if training_flags and args.eval_only:
-        names = ", ".join("--" + name.replace("_", "-") for name in training_flags)
-        verb, pronoun = ("applies", "it") if len(training_flags) == 1 else ("apply", "them")
-        raise UsageError(f"{names} {verb} only to training; drop {pronoun} to evaluate with "
-                         "--eval-only")
-    eval_flags = sorted({"model", "json", "eval_split"} & explicit)
-    if eval_flags and not args.eval_only:
-        names = ", ".join("--" + name.replace("_", "-") for name in eval_flags)
-        verb = "needs" if len(eval_flags) == 1 else "need"
-        message = f"{names} {verb} --eval-only; add --eval-only to evaluate a model"
-        if "model" in eval_flags:
-            message += ("; to continue training a checkpoint, pass --resume CHECKPOINT "
-                        "instead of --model")
-        raise UsageError(message)
     if args.resume and not Path(args.resume).exists():
         raise FileNotFoundError(f"--resume {args.resume}: checkpoint not found; pass the "
                                 ".ckpt.npz file a training run wrote")
@@ -603,7 +605,7 @@ def print_plan_notes(args, explicit: set, state, total_steps: int, steps_per_epo
                   f"steps to {total_steps:,}; the learning-rate decay is re-planned")
 
     # A resumed run writes the paths its checkpoint records, wherever the file now is.
-    if (state is not None and not {"out", "checkpoint"} <= explicit
+    if (state is not None and not {"out", "checkpoint"} & explicit
             and ckpt_path.resolve() != Path(args.resume).resolve()):
         print(f"note: --resume {args.resume} is not the checkpoint path its run recorded, so "
               f"this run writes the model to {args.out} and checkpoints to {ckpt_path}, "
@@ -612,8 +614,15 @@ def print_plan_notes(args, explicit: set, state, total_steps: int, steps_per_epo
     if state is None and Path(args.out).exists():
         first_write = min(steps_per_epoch, total_steps)
         when = "the run" if first_write == total_steps else "the first epoch"
-        print(f"note: {args.out} exists and is replaced after step {first_write:,}, at the "
-              f"end of {when}; to keep it, choose another --out path")
+        # --stop-at exits before the save at the end of its step's epoch, unless it is the
+        # last step.
+        if args.stop_at is not None and args.stop_at <= first_write < total_steps:
+            print(f"note: {args.out} exists; this run stops at step {args.stop_at:,} and "
+                  "leaves it, but a --resume of this run replaces it; to keep it, choose "
+                  "another --out path")
+        else:
+            print(f"note: {args.out} exists and is replaced after step {first_write:,}, at "
+                  f"the end of {when}; to keep it, choose another --out path")
 
 
 def portable_settings(args) -> dict:

@@ -109,8 +109,11 @@ def main() -> int:
         print(f"float32 GELU within {error:.1e} of the exact formula on [-10, 10] "
               f"(every 2^-12); relative error {relative:.1e} at x = -8")
         return 0
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if sys.argv[1:]:
-        print("usage: python dev/fit_gelu.py [--power-form]", file=sys.stderr)
+        print("usage: python dev/fit_gelu.py [--power-form] (see --help)", file=sys.stderr)
         return 2
     p, q, fit_error = fit()
     print("_GELU_P =", tuple(float(c) for c in p))
