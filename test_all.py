@@ -3803,6 +3803,22 @@ def test_resume_copy_notes_written_paths(tmp_path, tiny_corpus):
     assert bert.load_npz(tmp_path / "b.npz")[2]["steps"] == 4
 
 
+def test_resume_checks_recorded_folders_first(tmp_path, tiny_corpus):
+    # A checkpoint copied away from a folder that is then deleted: the run stops before
+    # training, naming the recorded path and the flag that changes it.
+    (tmp_path / "runs").mkdir()
+    flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--stop-at", "1",
+             "--out", "runs/m.npz", *TINY_FLAGS]
+    assert run_train(flags, tmp_path).returncode == 0
+    shutil.copy(tmp_path / "runs" / "m.ckpt.npz", tmp_path / "copy.ckpt.npz")
+    shutil.rmtree(tmp_path / "runs")
+    run = run_train(["--resume", "copy.ckpt.npz"], tmp_path)
+    assert run.returncode == 2
+    assert ("does not exist; create it first (the path that --resume copy.ckpt.npz records; "
+            "pass --out to write elsewhere)") in run.stderr
+    assert "step 2" not in run.stdout
+
+
 def test_resume_schedule_note_only_when_replanned(tmp_path, tiny_corpus):
     flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--out", "m.npz", *TINY_FLAGS]
     assert run_train(flags, tmp_path).returncode == 0

@@ -662,6 +662,13 @@ def train(args, explicit: set) -> int:
     # 1. Model, tokenizer and optimizer state: fresh or from a checkpoint.
     model, tokenizer, state, extra, train_docs, valid_docs = prepare_model(args, explicit)
     ckpt_path = checkpoint_path(args)
+    if state is not None:  # the paths a checkpoint records may no longer be writable
+        for path, flag in ((Path(args.out), "--out"), (ckpt_path, "--checkpoint")):
+            try:
+                check_writable(path, flag)
+            except UsageError as e:
+                raise UsageError(f"{e} (the path that --resume {args.resume} records; pass "
+                                 f"{flag} to write elsewhere)") from None
     config = model.config
     if args.max_seq_len > config.max_position_embeddings:
         raise UsageError(f"--max-seq-len {args.max_seq_len} exceeds the model's "
