@@ -1108,11 +1108,11 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
                 f"{dst} is an existing file; give a folder name for a Hugging Face checkpoint "
                 "or a file name ending in .npz"
             )
-        if has_checkpoint and not force:
-            raise ValueError(f"{dst} already contains a checkpoint; pass --force to replace it")
         if existed and src.resolve().is_relative_to(dst.resolve()):
             raise ValueError(f"{src} is inside DST {dst}, which would be replaced; write to "
                              "another folder")
+        if has_checkpoint and not force:
+            raise ValueError(f"{dst} already contains a checkpoint; pass --force to replace it")
         if existed and any(dst.iterdir()) and not force:
             raise ValueError(f"{dst} is a folder with files in it; choose a new folder, or "
                              "pass --force to replace the folder and everything in it")

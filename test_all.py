@@ -2603,6 +2603,8 @@ def test_convert_rejects_a_destination_that_holds_the_source(tmp_path, npz_with_
     source.write_bytes(npz_with_state.read_bytes())
     run = run_bert("convert", "--force", source, project, cwd=tmp_path)
     assert_bert_error(run, "is inside DST", "write to another folder")
+    run = run_bert("convert", source, project, cwd=tmp_path)  # not "pass --force"
+    assert_bert_error(run, "is inside DST", "write to another folder")
     assert source.read_bytes() == npz_with_state.read_bytes()
 
 
