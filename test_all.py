@@ -3821,6 +3821,47 @@ def test_resume_checks_recorded_folders_first(tmp_path, tiny_corpus):
     assert "step 2" not in run.stdout
 
 
+def test_resume_after_the_corpus_moved(tmp_path, tiny_corpus):
+    flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--stop-at", "1",
+             "--out", "m.npz", *TINY_FLAGS]
+    run = run_train(flags, tmp_path)
+    assert run.returncode == 0, run.stderr
+    # The hint names train.py as it can be run from here: by its absolute path.
+    assert f"resume with python {ROOT / 'train.py'} --resume" in run.stdout
+    moved = tmp_path / "moved.txt"
+    tiny_corpus.rename(moved)
+    run = run_train(["--resume", "m.ckpt.npz"], tmp_path)
+    assert run.returncode == 2
+    assert (f"its run's corpus {tiny_corpus} no longer exists; pass --data with its new "
+            "location") in run.stderr
+    run = run_train(["--resume", "m.ckpt.npz", "--data", str(moved)], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"note: --data replaces the checkpoint's {tiny_corpus}" in run.stdout
+    assert bert.load_npz(tmp_path / "m.npz")[2]["steps"] == 2
+
+
+def test_fresh_run_notes_an_existing_checkpoint(tmp_path, tiny_corpus):
+    (tmp_path / "m.ckpt.npz").write_bytes(b"an earlier run")
+    run = run_train(["--data", str(tiny_corpus), "--max-steps", "1", "--out", "m.npz",
+                     *TINY_FLAGS], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (f"note: {tmp_path / 'm.ckpt.npz'} exists and is replaced by this run's first "
+            f"checkpoint; to continue the run it holds instead, pass --resume") in run.stdout
+
+
+def test_eval_only_notes_positions_beyond_training(tmp_path, tiny_corpus):
+    run = run_train(["--data", str(tiny_corpus), "--max-steps", "1", "--out", "m.npz",
+                     *TINY_FLAGS, "--max-seq-len", "16"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    run = run_train(["--eval-only", "--model", "m.npz", "--data", str(tiny_corpus),
+                     "--max-seq-len", "32"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert ("note: --max-seq-len 32 is longer than the 16 tokens the model was trained "
+            "on") in run.stderr
+    settings = bert.load_npz(tmp_path / "m.npz")[2]["settings"]
+    assert "model" not in settings  # the --eval-only default plays no part in training
+
+
 def test_resume_schedule_note_only_when_replanned(tmp_path, tiny_corpus):
     flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--out", "m.npz", *TINY_FLAGS]
     assert run_train(flags, tmp_path).returncode == 0

@@ -61,6 +61,16 @@ DEFAULT_CORPUS = ROOT / "wiki-vital-en.txt.gz"
 DEFAULT_MODEL = ROOT / "bert_model.npz"
 
 
+def _script_path() -> str:
+    """Return this file's path as a resume hint should show it: relative to the current
+    folder when it lies inside it, else absolute."""
+    path = Path(__file__).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 class UsageError(ValueError):
     """A bad flag or flag combination."""
 
@@ -292,7 +302,8 @@ def build_parser(with_defaults: bool = True) -> argparse.ArgumentParser:
         help="seed of the initial weights, sentence pairs, masks and dropout (default: 0)")
     add("--resume", metavar="CHECKPOINT",
         help="continue the run saved in this .ckpt.npz file, with its settings; a larger "
-             "--epochs or --max-steps extends it (default: start a new run)")
+             "--epochs or --max-steps extends it, --data gives the corpus's new place if it "
+             "moved, --out and --checkpoint write elsewhere (default: start a new run)")
     add("--eval-only", action="store_true", default=False,
         help="evaluate --model on the validation documents of --data and exit")
     add("--eval-split", choices=("valid", "all"), default="valid",
@@ -469,6 +480,11 @@ def run_eval_only(args, explicit: set) -> int:
         raise UsageError(
             f"--max-seq-len {args.max_seq_len} exceeds the model's max_position_embeddings "
             f"{model.config.max_position_embeddings}")
+    trained = bert.trained_length(model.config, metadata)
+    if args.max_seq_len > trained:
+        print(f"note: --max-seq-len {args.max_seq_len} is longer than the {trained} tokens "
+              "the model was trained on; its positions beyond them were never trained",
+              file=sys.stderr)
     train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
     documents = valid_docs if args.eval_split == "valid" else train_docs + valid_docs
     data = PretrainingData(documents, tokenizer, max_seq_length=args.max_seq_len,
@@ -564,11 +580,21 @@ def prepare_model(args, explicit: set):
         if key not in explicit:
             setattr(args, key, saved[key])
     for key in ("batch_size", "max_seq_len", "lr", "warmup", "weight_decay", "grad_accum",
-                "seed", "valid_fraction", "data", "vocab", "vocab_size"):
+                "seed", "valid_fraction", "vocab", "vocab_size"):
         if key in explicit and getattr(args, key) != saved[key]:
             print(f"note: --{key.replace('_', '-')} {getattr(args, key)} is ignored; the "
                   f"checkpoint's run uses {saved[key]}")
         setattr(args, key, saved[key])
+    # The corpus may have moved since: --data gives its new place.
+    if "data" not in explicit:
+        args.data = saved["data"]
+        for path in args.data:
+            if not Path(path).exists():
+                raise UsageError(f"--resume {args.resume}: its run's corpus {path} no longer "
+                                 "exists; pass --data with its new location")
+    elif args.data != saved["data"]:
+        print(f"note: --data replaces the checkpoint's {', '.join(saved['data'])}; the run "
+              "continues as it would have only if the text is the same")
     train_docs, valid_docs = load_corpus(args.data, args.valid_fraction)
     return model, tokenizer, state, extra, train_docs, valid_docs
 
@@ -611,6 +637,10 @@ def print_plan_notes(args, explicit: set, state, total_steps: int, steps_per_epo
               f"this run writes the model to {args.out} and checkpoints to {ckpt_path}, "
               "replacing any files there; to write elsewhere, pass --out and --checkpoint")
 
+    if state is None and ckpt_path.exists():
+        print(f"note: {ckpt_path} exists and is replaced by this run's first checkpoint; to "
+              f"continue the run it holds instead, pass --resume {ckpt_path}")
+
     if state is None and Path(args.out).exists():
         first_write = min(steps_per_epoch, total_steps)
         when = "the run" if first_write == total_steps else "the first epoch"
@@ -632,7 +662,9 @@ def portable_settings(args) -> dict:
     train() resolves every path, so that a checkpoint resumes from any folder. A model
     file travels, and its metadata should not carry the trainer's folders.
     """
-    settings = dict(vars(args))
+    # The --eval-only settings play no part in training.
+    settings = {key: value for key, value in vars(args).items()
+                if key not in ("model", "json", "eval_split")}
     current_folder = Path.cwd()
 
     def portable(path):
@@ -641,7 +673,7 @@ def portable_settings(args) -> dict:
         except ValueError:  # outside the current folder: keep it as it is
             return path
 
-    for key in ("out", "checkpoint", "resume", "model", "vocab"):
+    for key in ("out", "checkpoint", "resume", "vocab"):
         if settings.get(key):
             settings[key] = portable(settings[key])
     settings["data"] = [portable(path) for path in settings.get("data") or []]
@@ -786,7 +818,8 @@ def train(args, explicit: set) -> int:
                 if interrupted:
                     save_checkpoint()
                     print(f"interrupted: saved step {optimizer.step_count} to {ckpt_path}; "
-                          f"resume with python train.py --resume {ckpt_path}", file=sys.stderr)
+                          f"resume with python {_script_path()} --resume {ckpt_path}",
+                          file=sys.stderr)
                     return 130
                 model.zero_grad()
                 group = batches[batch_index:batch_index + args.grad_accum]
@@ -834,7 +867,7 @@ def train(args, explicit: set) -> int:
                 if args.stop_at is not None and args.stop_at <= step < total_steps:
                     save_checkpoint()
                     print(f"stopped after step {step} (--stop-at); resume with "
-                          f"python train.py --resume {ckpt_path}")
+                          f"python {_script_path()} --resume {ckpt_path}")
                     return 0
 
             # End of an epoch (or of the step budget): validate and save both files.
