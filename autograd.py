@@ -1899,24 +1899,34 @@ by hand with the chain rule next to the ones loss.backward() stores. The file ta
 other arguments; import it (import autograd) to use Tensor in your own code."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_demo(program: str, usage: str, demo, argv: list[str] | None = None) -> int:
+    """Run a file's demo as its command line does and return the exit code.
+
+    The command takes only --help, which prints `usage`. Any other argument is a usage
+    error (exit 2). A reader that closes stdout early (head, less) gives exit 1, without a
+    traceback. layers.py runs its demo through this too.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if argv in (["-h"], ["--help"]):
-        print(USAGE)
+        print(usage)
         return 0
     if argv:
-        print(f"autograd.py: error: unrecognized arguments: {' '.join(argv)} (see --help)",
+        print(f"{program}: error: unrecognized arguments: {' '.join(argv)} (see --help)",
               file=sys.stderr)
         return 2
     try:
-        _demo()
+        demo()
         sys.stdout.flush()
     except BrokenPipeError:
-        # The reader of stdout (head, less) quit early. Point stdout at nothing, so the
-        # interpreter's final flush does not fail a second time.
+        # The reader of stdout quit early. Point stdout at nothing, so the interpreter's
+        # final flush does not fail a second time.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_demo("autograd.py", USAGE, _demo, argv)
 
 
 if __name__ == "__main__":

@@ -886,12 +886,8 @@ def load_hf(directory) -> tuple:
 
     vocab_path = directory / "vocab.txt"
     options = {}
-    tokenizer_config = directory / "tokenizer_config.json"
-    if tokenizer_config.is_file():
-        try:
-            values = json.loads(tokenizer_config.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{tokenizer_config}: not valid JSON ({e})") from None
+    values = _read_tokenizer_config(directory)
+    if values:
         options["lowercase"] = bool(values.get("do_lower_case", True))
         if values.get("strip_accents") is not None:
             options["strip_accents"] = bool(values["strip_accents"])
@@ -932,11 +928,11 @@ def export_hf(model: Module, tokenizer, directory, replace: bool = False,
 
     `directory` must not exist or be empty, unless replace=True: then everything in it is
     replaced, because files that transformers reads beside ours (tokenizer.json,
-    special_tokens_map.json, pytorch_model.bin, ...) would no longer match the model. The
-    files are first written to a hidden folder inside `directory`; only when all four are
-    complete do the old entries move aside and the new ones take their place, so an
-    interruption leaves the old contents (or no folder, if it did not exist). The folder
-    itself stays, with its permissions: it may be the current folder or a mount point.
+    special_tokens_map.json, pytorch_model.bin, ...) would no longer match the model.
+    The files are first written to a hidden folder inside `directory`. Only when all four
+    are complete do the old entries move aside and the new ones take their place. So an
+    interruption leaves the old contents, or no folder if there was none. The folder
+    itself stays, with its permissions, so it may be the current folder or a mount point.
     Returns how many entries were replaced.
     """
     directory = Path(directory)
@@ -1011,9 +1007,9 @@ def _file_mode() -> int:
 def trained_length(config: "BertConfig", metadata: dict | None) -> int:
     """Return the longest sequence, in tokens, that the model saw in training.
 
-    train.py records it in the metadata (settings.max_seq_len); a model converted from a
+    train.py records it in the metadata (settings.max_seq_len). A model converted from a
     Hugging Face folder carries the folder's model_max_length as max_seq_len (see
-    hf_max_length). Positions beyond it keep their random initial embeddings, so
+    hf_metadata). Positions beyond it keep their random initial embeddings, so
     predictions there are meaningless. A model without either record is taken at its
     max_position_embeddings.
     """
@@ -1026,25 +1022,43 @@ def trained_length(config: "BertConfig", metadata: dict | None) -> int:
     return config.max_position_embeddings
 
 
-def hf_max_length(directory) -> int | None:
-    """Return model_max_length from a Hugging Face folder's tokenizer_config.json, if any.
-
-    export_hf writes the trained length there. Folders from elsewhere often hold a huge
-    placeholder (int(1e30)) there, which trained_length caps at the positions.
-    """
+def _read_tokenizer_config(directory) -> dict:
+    """Return the values of a Hugging Face folder's tokenizer_config.json, {} without one."""
     path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # absent or unreadable: the tokenizer reads it too
-        return None
-    length = values.get("model_max_length") if isinstance(values, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return values
+
+
+def hf_metadata(directory) -> dict:
+    """Return the metadata that a Hugging Face folder implies, as load_npz returns it.
+
+    That is the tokenizer's model_max_length as max_seq_len (see trained_length), which
+    export_hf sets to the trained length. Folders from elsewhere often hold a huge
+    placeholder (int(1e30)) there, which trained_length caps at the positions.
+    """
+    length = _read_tokenizer_config(directory).get("model_max_length")
     if isinstance(length, int) and not isinstance(length, bool) and length >= 1:
-        return length
-    return None
+        return {"max_seq_len": length}
+    return {}
 
 
 def load(path) -> tuple:
     """Load (model, tokenizer) from a numpy-bert .npz file or a Hugging Face directory."""
+    model, tokenizer, _, _ = load_with_metadata(path)
+    return model, tokenizer
+
+
+def load_with_metadata(path) -> tuple:
+    """Load (model, tokenizer, metadata, extra arrays) from a .npz file or a Hugging Face
+    directory, as load_npz does. A directory has no extra arrays, and its metadata is
+    what hf_metadata reads from it."""
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -1052,9 +1066,9 @@ def load(path) -> tuple:
                 f"{path} is a folder without config.json; pass a .npz file or a Hugging "
                 "Face checkpoint folder"
             )
-        return load_hf(path)
-    model, tokenizer, _, _ = load_npz(path)
-    return model, tokenizer
+        model, tokenizer = load_hf(path)
+        return model, tokenizer, hf_metadata(path), {}
+    return load_npz(path)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -1083,7 +1097,8 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
         )
     if dst.is_symlink():
         if not dst.exists():
-            raise ValueError(f"{dst} is a link to nothing; pass a real path as DST")
+            raise ValueError(f"{dst} is a broken symbolic link; pass an existing folder or "
+                             "a new name as DST")
         dst = dst.resolve()  # write to what the link points to, keeping the link
     to_npz = dst.suffix.lower() == ".npz"
     existed = dst.exists()
@@ -1118,17 +1133,12 @@ def _convert(src: Path, dst: Path, float16: bool, force: bool) -> str:
                              "pass --force to replace the folder and everything in it")
 
     notes = []
-    if src.is_dir():
-        model, tokenizer = load(src)
-        length = hf_max_length(src)
-        metadata = {} if length is None else {"max_seq_len": length}
-    else:
-        model, tokenizer, metadata, extra = load_npz(src)
-        if extra:
-            notes.append(
-                f"note: {len(extra)} extra arrays of {src} (optimizer state) are not copied, "
-                f"so {dst} cannot resume training"
-            )
+    model, tokenizer, metadata, extra = load_with_metadata(src)
+    if extra:
+        notes.append(
+            f"note: {len(extra)} extra arrays of {src} (optimizer state) are not copied, "
+            f"so {dst} cannot resume training"
+        )
     if to_npz:
         metadata = dict(metadata, converted_from=str(src))
         save(model, tokenizer, dst, metadata=metadata, float16=float16)

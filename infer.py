@@ -39,7 +39,7 @@ Output format:
 Exit codes: 0 success; 2 usage errors and bad input (bad option, empty text, no [MASK],
 masks too far apart, encoder-only model in fill-mask mode, model path not found, a damaged
 or foreign model file); 1 other failures (a disk error, an unexpected error); 130 Ctrl-C.
-Each error is one line on stderr; --debug shows the traceback instead.
+Each error is one line on stderr, and --debug shows the traceback instead.
 
 Limitations:
 - Blank lines on stdin are skipped (with one warning that counts them), so the output has
@@ -208,12 +208,7 @@ def load_model(path: Path) -> tuple:
             f"model {path} not found; pass --model with a numpy-bert .npz file or a Hugging "
             "Face BERT directory (train.py makes bert_model.npz)"
         )
-    if path.is_dir():
-        model, tokenizer = bert.load(path)
-        length = bert.hf_max_length(path)
-        metadata = {} if length is None else {"max_seq_len": length}
-    else:
-        model, tokenizer, metadata, _ = bert.load_npz(path)
+    model, tokenizer, metadata, _ = bert.load_with_metadata(path)
     max_tokens = bert.trained_length(model.config, metadata)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(

@@ -21,12 +21,12 @@ Shapes: B batch, T sequence length, C hidden size, H heads, D = C // H head size
 I intermediate size.
 """
 
-import os
 import sys
 
 import numpy as np
 
-from autograd import Tensor, attention, concatenate, dropout, embedding, gelu, layer_norm, linear
+from autograd import (Tensor, attention, concatenate, dropout, embedding, gelu, layer_norm,
+                      linear, run_demo)
 
 
 class Parameter(Tensor):
@@ -324,23 +324,7 @@ import EncoderLayer) to build models; bert.py does."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv in (["-h"], ["--help"]):
-        print(USAGE)
-        return 0
-    if argv:
-        print(f"layers.py: error: unrecognized arguments: {' '.join(argv)} (see --help)",
-              file=sys.stderr)
-        return 2
-    try:
-        _demo()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader of stdout (head, less) quit early. Point stdout at nothing, so the
-        # interpreter's final flush does not fail a second time.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    return 0
+    return run_demo("layers.py", USAGE, _demo, argv)
 
 
 if __name__ == "__main__":

@@ -2521,7 +2521,7 @@ def test_convert_force_replaces_the_whole_folder(tmp_path, npz_with_state):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_convert_into_a_folder_with_other_files_needs_force(tmp_path, npz_with_state):
+def test_convert_nonempty_folder_needs_force(tmp_path, npz_with_state):
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("keep me")
@@ -2619,21 +2619,21 @@ def test_convert_into_a_linked_folder_writes_its_target(tmp_path, npz_with_state
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real", "tiny.npz"]
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     assert_bert_error(run_bert("convert", npz_with_state, "dangling", cwd=tmp_path),
-                      "is a link to nothing")
+                      "is a broken symbolic link")
 
 
 def test_convert_into_the_current_folder(tmp_path, npz_with_state):
     # The folder itself is never renamed, so "." (or a mount point) works, and the
     # folder keeps its own mode.
-    here = tmp_path / "here"
-    here.mkdir()
-    here.chmod(0o750)
-    run = run_bert("convert", npz_with_state, ".", cwd=here)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    folder.chmod(0o750)
+    run = run_bert("convert", npz_with_state, ".", cwd=folder)
     assert run.returncode == 0, run.stderr
-    assert sorted(p.name for p in here.iterdir()) == [
+    assert sorted(p.name for p in folder.iterdir()) == [
         "config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
-    assert here.stat().st_mode & 0o777 == 0o750
-    run = run_bert("convert", "--force", npz_with_state, ".", cwd=here)
+    assert folder.stat().st_mode & 0o777 == 0o750
+    run = run_bert("convert", "--force", npz_with_state, ".", cwd=folder)
     assert run.returncode == 0, run.stderr
     assert "replaced the 4 entries that were in it" in run.stdout
 
@@ -3779,12 +3779,18 @@ def test_resume_keeps_paths_and_extends(tmp_path, tiny_corpus):
     assert not (tmp_path / "bert_model.npz").exists()
 
 
-def test_resume_copy_notes_written_paths(tmp_path, tiny_corpus):
+def stop_run_and_copy_checkpoint(tmp_path, tiny_corpus):
+    """Stop a run writing to tmp_path/runs after step 1, and copy its checkpoint to
+    tmp_path/copy.ckpt.npz."""
     (tmp_path / "runs").mkdir()
     flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--stop-at", "1",
              "--out", "runs/m.npz", *TINY_FLAGS]
     assert run_train(flags, tmp_path).returncode == 0
     shutil.copy(tmp_path / "runs" / "m.ckpt.npz", tmp_path / "copy.ckpt.npz")
+
+
+def test_resume_copy_notes_written_paths(tmp_path, tiny_corpus):
+    stop_run_and_copy_checkpoint(tmp_path, tiny_corpus)
     run = run_train(["--resume", "copy.ckpt.npz"], tmp_path)
     assert run.returncode == 0, run.stderr
     note = next(line for line in run.stdout.splitlines() if "copy.ckpt.npz is not" in line)
@@ -3808,11 +3814,7 @@ def test_resume_copy_notes_written_paths(tmp_path, tiny_corpus):
 def test_resume_checks_recorded_folders_first(tmp_path, tiny_corpus):
     # A checkpoint copied away from a folder that is then deleted: the run stops before
     # training, naming the recorded path and the flag that changes it.
-    (tmp_path / "runs").mkdir()
-    flags = ["--data", str(tiny_corpus), "--max-steps", "2", "--stop-at", "1",
-             "--out", "runs/m.npz", *TINY_FLAGS]
-    assert run_train(flags, tmp_path).returncode == 0
-    shutil.copy(tmp_path / "runs" / "m.ckpt.npz", tmp_path / "copy.ckpt.npz")
+    stop_run_and_copy_checkpoint(tmp_path, tiny_corpus)
     shutil.rmtree(tmp_path / "runs")
     run = run_train(["--resume", "copy.ckpt.npz"], tmp_path)
     assert run.returncode == 2
@@ -3936,7 +3938,7 @@ def test_existing_out_note_when_the_run_stops_first(tmp_path, tiny_corpus):
 
 
 @pytest.mark.parametrize("flags", [["--vocab-size", "0"], ["--max-steps", "3", "--stop-at", "5"]])
-def test_eval_only_names_flags_that_do_not_apply_before_their_values(tmp_path, flags):
+def test_eval_only_rejects_flags_before_values(tmp_path, flags):
     run = run_train(["--eval-only", *flags], tmp_path)
     assert run.returncode == 2
     assert "only to training; drop" in run.stderr
@@ -4401,7 +4403,7 @@ def test_ids_beyond_a_short_vocabulary_are_never_predicted(tmp_path):
         assert abs(guess["score"] - full[guess["token"]]) < 1e-6
 
 
-def test_window_of_a_folder_is_its_model_max_length(tmp_path):
+def test_folder_window_is_model_max_length(tmp_path):
     # export_hf writes the trained length as model_max_length; infer.py and a conversion
     # back to .npz keep it.
     model_dir = tmp_path / "short_hf"
@@ -4417,6 +4419,17 @@ def test_window_of_a_folder_is_its_model_max_length(tmp_path):
     assert run_bert("convert", model_dir, "back.npz", cwd=tmp_path).returncode == 0
     model, _, metadata, _ = bert.load_npz(tmp_path / "back.npz")
     assert bert.trained_length(model.config, metadata) == 10
+
+
+def test_folder_metadata_from_tokenizer_config(tmp_path):
+    model_dir = tmp_path / "hf"
+    shutil.copytree(TINY_HF, model_dir)
+    _, _, metadata, extra = bert.load_with_metadata(model_dir)
+    assert metadata == {"max_seq_len": 32}
+    assert extra == {}
+    (model_dir / "tokenizer_config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="tokenizer_config.json: not a JSON object"):
+        bert.load_with_metadata(model_dir)
 
 
 def test_sentence_transformers_length_limit(tmp_path):

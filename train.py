@@ -463,11 +463,7 @@ def run_eval_only(args, explicit: set) -> int:
         where = "" if Path(args.model).is_absolute() else f" in {Path.cwd()}"
         raise FileNotFoundError(f"--model {args.model} not found{where}; pass --model PATH, "
                                 "a model file that train.py wrote")
-    if Path(args.model).is_dir():
-        model, tokenizer = bert.load(args.model)
-        metadata = {}
-    else:
-        model, tokenizer, metadata, _ = bert.load_npz(args.model)
+    model, tokenizer, metadata, _ = bert.load_with_metadata(args.model)
     # The numbers stored with a model were measured with its training settings. Using them
     # unless a flag overrides them makes the evaluation reproduce those numbers.
     settings = metadata.get("settings", {})

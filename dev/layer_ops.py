@@ -28,7 +28,6 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import autograd  # noqa: E402
 import layers  # noqa: E402
+from bench import time_runs  # noqa: E402
 
 B, T, C, H, INTERMEDIATE = 32, 128, 384, 12, 1536
 STEPS = ("QKV linear", "attention", "output linear", "Add & Norm", "intermediate linear",
@@ -44,14 +44,8 @@ STEPS = ("QKV linear", "attention", "output linear", "Add & Norm", "intermediate
 
 
 def median_ms(fn, runs: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    """Return the median milliseconds of `runs` calls of fn, after three warm-up calls."""
+    return 1000 * statistics.median(time_runs(fn, 3, runs))
 
 
 def time_ours(runs: int) -> dict:
